@@ -1,0 +1,66 @@
+-- acquire.lua: decide every check of one Acquire (or Status) together, all-or-nothing.
+-- Assembled at build time after prelude.lua and the algorithm files.
+--
+-- KEYS[1..n]  the checks' state keys (one per check, all distinct)
+-- KEYS[n+1]   the request record, when ARGV[3] ~= '0'
+-- ARGV[1]     'acquire' (consume when every non-shadow check allows) or 'status' (never write)
+-- ARGV[2]     explicit now in microseconds (tests only) or '' for Redis TIME
+-- ARGV[3]     request record TTL in ms, '0' when the request has no request_id
+-- ARGV[4]     n
+-- then per check 6 values: algorithm code (tb sw sl fw cc), cost, shadow ('1'/'0'),
+--             and the algorithm's parameters p1, p2, p3:
+--               tb: interval, capacity   sw/sl/fw: limit, period   cc: limit, ttl, member
+-- returns {allowed, then per check: allowed, limit, remaining, reset_after, retry_after,
+--          lease member ('' unless a lease was taken)}
+--   or {'replay', record} when the request record exists (the first answer, as stored).
+local ALGORITHMS = {
+  tb = token_bucket,
+  sw = sliding_window,
+  sl = sliding_log,
+  fw = fixed_window,
+  cc = concurrency,
+}
+
+local mode = ARGV[1]
+local now = clock(ARGV[2])
+local n = tonumber(ARGV[4])
+local record_key = nil
+if ARGV[3] ~= '0' then
+  record_key = KEYS[n + 1]
+  local stored = redis.call('GET', record_key)
+  if stored then return {'replay', stored} end
+end
+
+local results, commits = {}, {}
+local allowed = 1
+for i = 1, n do
+  local b = 4 + (i - 1) * 6
+  local algorithm = ALGORITHMS[ARGV[b + 1]]
+  local cost = tonumber(ARGV[b + 2])
+  local r, commit = algorithm(KEYS[i], now, cost, ARGV[b + 4], ARGV[b + 5], ARGV[b + 6])
+  results[i] = r
+  commits[i] = commit
+  if r[1] == 0 and ARGV[b + 3] ~= '1' then allowed = 0 end
+end
+
+local out = {allowed}
+for i = 1, n do
+  local b = 4 + (i - 1) * 6
+  local r = results[i]
+  local member = ''
+  if mode == 'acquire' and allowed == 1 and commits[i] ~= nil then
+    commits[i]()
+    if ARGV[b + 1] == 'cc' then member = ARGV[b + 6] end
+  end
+  for j = 1, 5 do out[#out + 1] = r[j] end
+  out[#out + 1] = member
+end
+
+if mode == 'acquire' and record_key then
+  local parts = {}
+  for i, v in ipairs(out) do
+    if type(v) == 'number' then parts[i] = fmt(v) else parts[i] = v end
+  end
+  redis.call('SET', record_key, table.concat(parts, ','), 'PX', ARGV[3])
+end
+return out

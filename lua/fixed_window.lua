@@ -1,0 +1,25 @@
+-- fixed_window.lua: one counter per epoch-aligned window. Twin of core::fixed_window.
+--
+-- State: a hash {w = window start (us), c = units admitted in it}.
+-- fixed_window(key, now, cost, limit, period)
+-- returns {allowed, limit, remaining, reset_after, retry_after}, commit (nil when denied)
+local function fixed_window(key, now, cost, limit, period)
+  limit = tonumber(limit)
+  period = tonumber(period)
+  local start = now - math.fmod(now, period)
+  local st = redis.call('HMGET', key, 'w', 'c')
+  local count = 0
+  if tonumber(st[1]) == start then count = tonumber(st[2]) end
+  local ends = start + period - now
+  if count + cost <= limit then
+    local c = count + cost
+    local commit = function()
+      redis.call('HSET', key, 'w', fmt(start), 'c', fmt(c))
+      expire_in(key, ends)
+    end
+    return {1, limit, limit - c, ends, 0}, commit
+  end
+  local reset = 0
+  if count > 0 then reset = ends end
+  return {0, limit, limit - count, reset, ends}, nil
+end

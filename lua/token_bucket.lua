@@ -1,0 +1,23 @@
+-- token_bucket.lua: GCRA token bucket. Twin of core::token_bucket.
+--
+-- State: a string holding the theoretical arrival time (TAT), microseconds.
+-- token_bucket(key, now, cost, t, cap)
+--   t   = emission interval, microseconds per token (ceil(period / limit))
+--   cap = capacity (burst)
+-- returns {allowed, limit, remaining, reset_after, retry_after}, commit (nil when denied)
+local function token_bucket(key, now, cost, t, cap)
+  t = tonumber(t)
+  cap = tonumber(cap)
+  local tau = cap * t
+  local tat = tonumber(redis.call('GET', key) or 0)
+  if tat < now then tat = now end
+  local new_tat = tat + cost * t
+  if new_tat - now <= tau then
+    local commit = function()
+      redis.call('SET', key, fmt(new_tat))
+      expire_in(key, new_tat - now)
+    end
+    return {1, cap, math.floor((tau - (new_tat - now)) / t), new_tat - now, 0}, commit
+  end
+  return {0, cap, math.floor((tau - (tat - now)) / t), tat - now, new_tat - tau - now}, nil
+end
