@@ -1,1 +1,22 @@
-//! placeholder
+//! floodgate-server: the gRPC service and the `floodgate` command line.
+//!
+//! Layout:
+//! - [`cli`]: the `floodgate` subcommands (`serve`, `acquire`, `limit`, `bench`); `main.rs`
+//!   only calls [`cli::main`].
+//! - [`config`]: the TOML file, environment and flags, merged and validated.
+//! - [`server`]: transport — services, health and reflection on a listener, graceful drain.
+//! - [`service`]: the gRPC services (`RateLimiter`, `Admin`) and their shared state.
+//! - [`validate`]: wire requests into store plans; every rule checked once at the edge.
+//! - [`store`]: the [`store::Store`] trait, its Redis and memory implementations.
+//! - [`keys`]: every Redis key.
+//! - [`error`]: the server's errors and their gRPC statuses.
+#![deny(unreachable_pub)]
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod keys;
+pub mod server;
+pub mod service;
+pub mod store;
+pub mod validate;

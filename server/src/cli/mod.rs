@@ -1,0 +1,66 @@
+//! The `floodgate` command line: one module per subcommand.
+//!
+//! - [`serve`]: run the server.
+//! - [`acquire`]: ask a server for a decision, printed for people or as JSON.
+//! - [`limit`]: inspect (`show`) or clear (`reset`) one limit.
+//! - [`bench`]: closed-loop load generator over the public gRPC API.
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod acquire;
+pub mod bench;
+pub mod limit;
+pub mod serve;
+
+/// floodgate: fleet-wide rate limits, leases and breakers over gRPC.
+#[derive(Debug, Parser)]
+#[command(name = "floodgate", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (in-memory store unless a Redis URL is given).
+    Serve(serve::ServeArgs),
+    /// Ask a server to admit one request and print its decision.
+    Acquire(acquire::AcquireArgs),
+    /// Inspect or clear one limit.
+    Limit(limit::LimitArgs),
+    /// Load a server with Acquires and report throughput and latency.
+    Bench(bench::BenchArgs),
+}
+
+/// Parses the process arguments and runs the subcommand; errors print as `error: …`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(a) => serve::run(a).await,
+            Command::Acquire(a) => acquire::run(a).await,
+            Command::Limit(a) => limit::run(a).await,
+            Command::Bench(a) => bench::run(a).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

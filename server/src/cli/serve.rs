@@ -1,0 +1,133 @@
+//! `floodgate serve`: load the configuration, open the store, serve until SIGTERM/Ctrl-C.
+use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::{
+    config::{Config, Overrides},
+    server,
+    service::state::AppState,
+    store::{
+        Store,
+        memory::MemoryStore,
+        redis::{ConnectionMode, RedisStore},
+    },
+};
+
+/// Arguments of `floodgate serve`. Flags override environment variables, which override
+/// the configuration file.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// gRPC listen address [default: 127.0.0.1:50051; port 0 picks a free port].
+    #[arg(long, env = "FLOODGATE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Redis URL (redis://host:port/db). Without it the in-memory store serves this
+    /// instance alone.
+    #[arg(long = "redis", env = "FLOODGATE_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Configuration file (TOML).
+    #[arg(long, env = "FLOODGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Deadline of every store call, e.g. "50ms" [default: 50ms].
+    #[arg(long, env = "FLOODGATE_STORE_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub store_timeout: Option<Duration>,
+    /// How to talk to Redis: one multiplexed connection, or a pool of exclusive ones.
+    #[arg(long, env = "FLOODGATE_REDIS_CONNECTION", value_parser = parse_mode)]
+    pub redis_connection: Option<ConnectionMode>,
+    /// Log format.
+    #[arg(long, env = "FLOODGATE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+fn parse_mode(s: &str) -> Result<ConnectionMode, String> {
+    match s {
+        "multiplexed" => Ok(ConnectionMode::Multiplexed),
+        "pool" => Ok(ConnectionMode::Pool),
+        _ => Err("use \"multiplexed\" or \"pool\"".into()),
+    }
+}
+
+fn init_logs(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FLOODGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    info!("shutdown requested; draining in-flight calls");
+}
+
+async fn serve_with<S: Store>(store: S, config: Config) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {} (is another server running there?)",
+            config.listen
+        )
+    })?;
+    let addr = listener.local_addr()?;
+    info!(store = %store.describe(), policies = config.policies.len(), "gRPC listening on {addr}");
+    let state = AppState::new(store, config);
+    server::run(state, listener, shutdown_signal()).await
+}
+
+/// Runs `floodgate serve`.
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_logs(&args.log_format);
+    let config = Config::load(
+        args.config.as_deref(),
+        Overrides {
+            listen: args.listen,
+            redis_url: args.redis_url,
+            store_timeout: args.store_timeout,
+            redis_connection: args.redis_connection,
+        },
+    )?;
+    match config.redis_url.clone() {
+        Some(url) => {
+            let store = RedisStore::connect(&url, config.redis_connection, config.redis_pool_size)
+                .await
+                .with_context(|| format!("cannot connect to Redis at {url}; is it running? (or omit --redis to serve from memory)"))?;
+            info!(store = %store.describe(), mode = ?config.redis_connection, "serving from Redis: limits are shared by every server on it");
+            serve_with(store, config).await?;
+        }
+        None => {
+            let store = MemoryStore::default();
+            store.spawn_sweeper(Duration::from_secs(10));
+            warn!(
+                "serving from memory: limits are NOT shared with other servers and vanish on restart; pass --redis URL for a fleet"
+            );
+            serve_with(store, config).await?;
+        }
+    }
+    info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,318 @@
+//! Configuration: one TOML file, overridden by environment variables and flags.
+//!
+//! ```toml
+//! key_prefix = "fg"
+//! inline_policies = true
+//! default_fail_mode = "open"
+//! store_timeout = "50ms"
+//!
+//! [policies.api]
+//! algorithm = "token_bucket"
+//! limit = 100
+//! period = "1m"
+//! burst = 20
+//! ```
+use std::{collections::HashMap, net::SocketAddr, path::Path, sync::Arc, time::Duration};
+
+use floodgate_core::{
+    Algorithm, FailMode, Policy, PolicySpec, names::validate_policy_name, time::micros,
+};
+use serde::Deserialize;
+
+use crate::store::redis::ConnectionMode;
+
+/// Largest sliding-log limit by default (its memory is O(limit)).
+pub const DEFAULT_MAX_SLIDING_LOG_LIMIT: u64 = 10_000;
+
+/// The file as written.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// gRPC listen address.
+    pub listen: Option<SocketAddr>,
+    /// Redis URL; none means the in-memory store.
+    pub redis_url: Option<String>,
+    /// First segment of every Redis key.
+    pub key_prefix: Option<String>,
+    /// Whether requests may carry inline policies.
+    pub inline_policies: Option<bool>,
+    /// Fail mode of policies that name none.
+    pub default_fail_mode: Option<String>,
+    /// Deadline of every store call.
+    #[serde(default, with = "humantime_serde")]
+    pub store_timeout: Option<Duration>,
+    /// Largest limit of a sliding_log policy.
+    pub max_sliding_log_limit: Option<u64>,
+    /// `multiplexed` (default) or `pool`.
+    pub redis_connection: Option<ConnectionMode>,
+    /// Connections in the pool when `redis_connection = "pool"`.
+    pub redis_pool_size: Option<usize>,
+    /// Named policies.
+    #[serde(default)]
+    pub policies: HashMap<String, PolicyConfig>,
+}
+
+/// One `[policies.NAME]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// `token_bucket`, `sliding_window`, `sliding_log`, `fixed_window` or `concurrency`.
+    pub algorithm: String,
+    /// Requests per period (concurrency: slots).
+    pub limit: u64,
+    /// Window or refill period, e.g. "1s", "1m", "1h".
+    #[serde(default, with = "humantime_serde")]
+    pub period: Option<Duration>,
+    /// Token bucket capacity; 0 or absent means `limit`.
+    #[serde(default)]
+    pub burst: u64,
+    /// `open`, `closed` or `local`.
+    pub fail_mode: Option<String>,
+    /// Concurrency lease lifetime.
+    #[serde(default, with = "humantime_serde")]
+    pub lease_ttl: Option<Duration>,
+    /// Counted and reported, never denies.
+    #[serde(default)]
+    pub shadow: bool,
+}
+
+/// Settings that flags and environment variables override.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen` / `FLOODGATE_LISTEN`.
+    pub listen: Option<SocketAddr>,
+    /// `--redis` / `FLOODGATE_REDIS_URL`.
+    pub redis_url: Option<String>,
+    /// `--store-timeout` / `FLOODGATE_STORE_TIMEOUT`.
+    pub store_timeout: Option<Duration>,
+    /// `--redis-connection`.
+    pub redis_connection: Option<ConnectionMode>,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// gRPC listen address (default 127.0.0.1:50051).
+    pub listen: SocketAddr,
+    /// Redis URL; `None` serves from memory.
+    pub redis_url: Option<String>,
+    /// Key prefix (default `fg`).
+    pub key_prefix: String,
+    /// Whether inline policies are accepted (default true).
+    pub inline_policies: bool,
+    /// Fail mode for policies naming none (default open).
+    pub default_fail_mode: FailMode,
+    /// Store call deadline (default 50 ms).
+    pub store_timeout: Duration,
+    /// Sliding log limit cap (default 10,000).
+    pub max_sliding_log_limit: u64,
+    /// Redis connection mode (default multiplexed).
+    pub redis_connection: ConnectionMode,
+    /// Pool size for the pool mode (default 32).
+    pub redis_pool_size: usize,
+    /// Named policies, validated.
+    pub policies: HashMap<String, Arc<Policy>>,
+}
+
+/// A configuration that cannot be used, with the place and the rule.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A value breaks a rule.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Parses a fail mode name.
+pub fn parse_fail_mode(field: &str, s: &str) -> Result<FailMode, ConfigError> {
+    FailMode::from_name(s).ok_or_else(|| {
+        ConfigError::Invalid(format!(
+            "{field}: must be \"open\", \"closed\" or \"local\", got {s:?}"
+        ))
+    })
+}
+
+/// Turns one `[policies.NAME]` table into a validated policy.
+pub fn build_policy(name: &str, p: &PolicyConfig, max_log: u64) -> Result<Policy, ConfigError> {
+    let at = |e: &dyn std::fmt::Display| ConfigError::Invalid(format!("policies.{name}.{e}"));
+    validate_policy_name(name)
+        .map_err(|e| ConfigError::Invalid(format!("policies.{name}: {e}")))?;
+    let algorithm = Algorithm::from_name(&p.algorithm).map_err(|e| at(&e))?;
+    let fail_mode = p
+        .fail_mode
+        .as_deref()
+        .map(|m| parse_fail_mode(&format!("policies.{name}.fail_mode"), m))
+        .transpose()?;
+    if algorithm != Algorithm::Concurrency && p.period.is_none() {
+        return Err(ConfigError::Invalid(format!(
+            "policies.{name}.period: required for {}, e.g. period = \"1m\"",
+            p.algorithm
+        )));
+    }
+    let policy = Policy::new(PolicySpec {
+        algorithm,
+        limit: p.limit,
+        period: p.period.map(micros).unwrap_or(0),
+        burst: p.burst,
+        fail_mode,
+        lease_ttl: p.lease_ttl.map(micros),
+        shadow: p.shadow,
+    })
+    .map_err(|e| at(&e))?;
+    if algorithm == Algorithm::SlidingLog && policy.limit() > max_log {
+        return Err(ConfigError::Invalid(format!(
+            "policies.{name}.limit: a sliding_log limit is at most {max_log} (max_sliding_log_limit)"
+        )));
+    }
+    Ok(policy)
+}
+
+impl Config {
+    /// Reads `path` (if any) and applies `overrides` on top.
+    pub fn load(path: Option<&Path>, overrides: Overrides) -> Result<Self, ConfigError> {
+        let file = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                Self::parse_file(&p.display().to_string(), &text)?
+            }
+            None => FileConfig::default(),
+        };
+        Self::from_file(file, overrides)
+    }
+
+    /// Parses TOML text; `origin` names it in errors.
+    pub fn parse_file(origin: &str, text: &str) -> Result<FileConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Combines a parsed file with overrides and defaults, validating every policy.
+    pub fn from_file(file: FileConfig, o: Overrides) -> Result<Self, ConfigError> {
+        let max_log = file
+            .max_sliding_log_limit
+            .unwrap_or(DEFAULT_MAX_SLIDING_LOG_LIMIT);
+        let mut policies = HashMap::new();
+        for (name, p) in &file.policies {
+            policies.insert(name.clone(), Arc::new(build_policy(name, p, max_log)?));
+        }
+        let default_fail_mode = match &file.default_fail_mode {
+            Some(m) => parse_fail_mode("default_fail_mode", m)?,
+            None => FailMode::Open,
+        };
+        let key_prefix = file.key_prefix.unwrap_or_else(|| "fg".to_owned());
+        if key_prefix.is_empty() || key_prefix.contains(['{', '}', ':']) {
+            return Err(ConfigError::Invalid(
+                "key_prefix: must be non-empty and contain no ':', '{' or '}'".into(),
+            ));
+        }
+        let store_timeout = o
+            .store_timeout
+            .or(file.store_timeout)
+            .unwrap_or(Duration::from_millis(50));
+        if store_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "store_timeout: must be greater than 0".into(),
+            ));
+        }
+        Ok(Self {
+            listen: o
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051))),
+            redis_url: o.redis_url.or(file.redis_url).filter(|u| !u.is_empty()),
+            key_prefix,
+            inline_policies: file.inline_policies.unwrap_or(true),
+            default_fail_mode,
+            store_timeout,
+            max_sliding_log_limit: max_log,
+            redis_connection: o
+                .redis_connection
+                .or(file.redis_connection)
+                .unwrap_or_default(),
+            redis_pool_size: file.redis_pool_size.unwrap_or(32),
+            policies,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_policies_and_defaults() {
+        let f = Config::parse_file(
+            "t.toml",
+            r#"
+            inline_policies = false
+            [policies.api]
+            algorithm = "token_bucket"
+            limit = 100
+            period = "1m"
+            burst = 20
+            [policies.jobs]
+            algorithm = "concurrency"
+            limit = 4
+            lease_ttl = "30s"
+            "#,
+        )
+        .unwrap();
+        let c = Config::from_file(f, Overrides::default()).unwrap();
+        assert!(!c.inline_policies);
+        assert_eq!(c.policies["api"].capacity(), 20);
+        assert_eq!(c.policies["jobs"].lease_ttl(), 30_000_000);
+        assert_eq!(c.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(c.store_timeout, Duration::from_millis(50));
+    }
+
+    #[test]
+    fn errors_name_the_place() {
+        let f = Config::parse_file(
+            "t.toml",
+            "[policies.api]\nalgorithm = \"token_bucket\"\nlimit = 0\nperiod = \"1s\"\n",
+        )
+        .unwrap();
+        let e = Config::from_file(f, Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("policies.api.limit:"), "{e}");
+        let e = Config::parse_file("t.toml", "[policies.api]\nalgoritm = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("t.toml") && e.contains("algoritm"), "{e}");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let f = Config::parse_file("t.toml", "redis_url = \"redis://a\"\n").unwrap();
+        let c = Config::from_file(
+            f,
+            Overrides {
+                redis_url: Some("redis://b".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.redis_url.as_deref(), Some("redis://b"));
+    }
+}

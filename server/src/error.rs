@@ -1,0 +1,58 @@
+//! The server's errors, and the one place they become gRPC statuses.
+use tonic::Status;
+
+use crate::store::StoreError;
+
+/// Why a request failed. A denial is an answer, never one of these.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Bad input: the message starts with the field path and states the rule.
+    #[error("{0}")]
+    Invalid(String),
+    /// A `policy_name` the configuration does not define.
+    #[error("{field}: no policy named {name:?} is configured")]
+    PolicyNotFound {
+        /// Where it was named.
+        field: String,
+        /// The name.
+        name: String,
+    },
+    /// A breaker that no configuration defines.
+    #[error("breakers[{index}]: no breaker named {name:?} is configured")]
+    BreakerNotFound {
+        /// Position in the request.
+        index: usize,
+        /// The name.
+        name: String,
+    },
+    /// An inline policy while the server has `inline_policies = false`.
+    #[error(
+        "{0}: inline policies are disabled on this server (inline_policies = false); name a configured policy"
+    )]
+    InlineDisabled(String),
+    /// Renew of a lease that has expired or never existed.
+    #[error("lease_id: the lease has expired or was released; acquire a new one")]
+    LeaseNotFound,
+    /// The store failed and no fail mode answers for this call.
+    #[error("store unavailable: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        let msg = e.to_string();
+        match e {
+            // The caller must fix the request.
+            Error::Invalid(_) => Status::invalid_argument(msg),
+            // The name refers to nothing; like a missing resource.
+            Error::PolicyNotFound { .. } | Error::BreakerNotFound { .. } | Error::LeaseNotFound => {
+                Status::not_found(msg)
+            }
+            // The server's configuration forbids this form of request.
+            Error::InlineDisabled(_) => Status::permission_denied(msg),
+            // Transient: the caller may retry (a retried Acquire should carry a request_id).
+            Error::Store(_) => Status::unavailable(msg),
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! Every Redis key floodgate uses, and nothing else formats one.
+//!
+//! All keys of one limit share the Cluster hash tag `{namespace:key}`, so every script
+//! touches one slot: `fg:{ns:user:42}:tb:api`. Namespaces cannot contain `:`, `{` or `}`
+//! and policy references cannot contain `:` or `}`, so a key string belongs to exactly one
+//! (namespace, key, algorithm, policy) even when the user's key contains `:` or braces.
+use floodgate_core::Algorithm;
+
+/// Builds keys under one configurable prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    /// First segment of every key (default `fg`).
+    prefix: String,
+}
+
+impl Keys {
+    /// Keys under `prefix`.
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The state of one limit: `<prefix>:{<ns>:<key>}:<algorithm code>:<policy ref>`.
+    pub fn limit(
+        &self,
+        namespace: &str,
+        key: &str,
+        algorithm: Algorithm,
+        policy_ref: &str,
+    ) -> String {
+        format!(
+            "{}:{{{}:{}}}:{}:{}",
+            self.prefix,
+            namespace,
+            key,
+            algorithm.code(),
+            policy_ref
+        )
+    }
+
+    /// The stored first answer of an Acquire with a `request_id`, under the hash tag of the
+    /// request's first check: `<prefix>:{<ns>:<key>}:req:<request_id>`.
+    pub fn request(&self, namespace: &str, first_key: &str, request_id: &str) -> String {
+        format!(
+            "{}:{{{}:{}}}:req:{}",
+            self.prefix, namespace, first_key, request_id
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_the_limit_hash_tag() {
+        let k = Keys::new("fg");
+        assert_eq!(
+            k.limit("ns", "user:42", Algorithm::TokenBucket, "api"),
+            "fg:{ns:user:42}:tb:api"
+        );
+        assert_eq!(k.request("ns", "user:42", "r1"), "fg:{ns:user:42}:req:r1");
+    }
+
+    #[test]
+    fn different_periods_never_share_state() {
+        let k = Keys::new("fg");
+        assert_ne!(
+            k.limit("ns", "a", Algorithm::FixedWindow, "per-second"),
+            k.limit("ns", "a", Algorithm::FixedWindow, "per-hour")
+        );
+    }
+}

@@ -1,0 +1,40 @@
+//! Transport: puts the services, health and reflection on a listener and serves until the
+//! shutdown future resolves, then drains in-flight calls.
+use std::{future::Future, sync::Arc};
+
+use floodgate_proto::v1::{admin_server::AdminServer, rate_limiter_server::RateLimiterServer};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use crate::{
+    service::{admin::AdminService, rate_limiter::RateLimiterService, state::AppState},
+    store::Store,
+};
+
+/// Serves every floodgate service for `state` on `listener` until `shutdown` resolves.
+pub async fn run<S: Store>(
+    state: Arc<AppState<S>>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<RateLimiterServer<RateLimiterService<S>>>()
+        .await;
+    health.set_serving::<AdminServer<AdminService<S>>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(floodgate_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(RateLimiterServer::new(RateLimiterService::new(
+            state.clone(),
+        )))
+        .add_service(AdminServer::new(AdminService::new(state)))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}

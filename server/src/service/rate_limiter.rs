@@ -1,0 +1,148 @@
+//! `floodgate.v1.RateLimiter`: Acquire, Release, Renew, Status.
+use std::sync::Arc;
+
+use floodgate_core::CheckOutcome;
+use floodgate_proto::v1::{self as pb, rate_limiter_server::RateLimiter};
+use tonic::{Request, Response, Status};
+
+use super::state::AppState;
+use crate::{
+    error::Error,
+    store::{PlannedCheck, Store},
+    validate::{self, to_duration},
+};
+
+/// The RateLimiter service over a store.
+#[derive(Debug)]
+pub struct RateLimiterService<S> {
+    /// Shared server state.
+    state: Arc<AppState<S>>,
+}
+
+impl<S> RateLimiterService<S> {
+    /// A service over `state`.
+    pub fn new(state: Arc<AppState<S>>) -> Self {
+        Self { state }
+    }
+}
+
+/// One check's wire result.
+pub fn check_result(c: &PlannedCheck, o: &CheckOutcome, lease: Option<&String>) -> pb::CheckResult {
+    pb::CheckResult {
+        allowed: o.allowed,
+        limit: o.limit,
+        remaining: o.remaining,
+        reset_after: Some(to_duration(o.reset_after)),
+        retry_after: Some(to_duration(o.retry_after)),
+        lease_id: lease
+            .map(|m| format!("{}~{}", c.policy_ref, m))
+            .unwrap_or_default(),
+        shadow: c.policy.shadow(),
+        policy: c.policy_ref.clone(),
+    }
+}
+
+#[tonic::async_trait]
+impl<S: Store> RateLimiter for RateLimiterService<S> {
+    async fn acquire(
+        &self,
+        request: Request<pb::AcquireRequest>,
+    ) -> Result<Response<pb::AcquireResponse>, Status> {
+        let req = request.into_inner();
+        let plan = validate::acquire_plan(&req, &self.state.config.load(), &self.state.keys)?;
+        let (decision, degraded) = self.state.decide(&plan).await?;
+        let retry_after = plan
+            .checks
+            .iter()
+            .zip(&decision.checks)
+            .filter(|(c, o)| !o.allowed && !c.policy.shadow())
+            .map(|(_, o)| o.retry_after)
+            .max()
+            .unwrap_or(0);
+        let checks = plan
+            .checks
+            .iter()
+            .zip(&decision.checks)
+            .zip(&decision.leases)
+            .map(|((c, o), l)| check_result(c, o, l.as_ref()))
+            .collect();
+        Ok(Response::new(pb::AcquireResponse {
+            allowed: decision.allowed,
+            retry_after: Some(to_duration(retry_after)),
+            checks,
+            breakers: Vec::new(),
+            degraded,
+        }))
+    }
+
+    async fn release(
+        &self,
+        request: Request<pb::ReleaseRequest>,
+    ) -> Result<Response<pb::ReleaseResponse>, Status> {
+        let req = request.into_inner();
+        let (key, member) =
+            validate::lease_target(&req.namespace, &req.key, &req.lease_id, &self.state.keys)?;
+        let released = self
+            .state
+            .with_deadline(self.state.store.release(&key, &member, None))
+            .await?;
+        Ok(Response::new(pb::ReleaseResponse { released }))
+    }
+
+    async fn renew(
+        &self,
+        request: Request<pb::RenewRequest>,
+    ) -> Result<Response<pb::RenewResponse>, Status> {
+        let req = request.into_inner();
+        let (key, member) =
+            validate::lease_target(&req.namespace, &req.key, &req.lease_id, &self.state.keys)?;
+        let config = self.state.config.load();
+        let ttl = match validate::duration("ttl", req.ttl.as_ref())? {
+            Some(t)
+                if (floodgate_core::policy::MIN_LEASE_TTL..=floodgate_core::policy::MAX_PERIOD)
+                    .contains(&t) =>
+            {
+                t
+            }
+            Some(_) => {
+                return Err(Error::Invalid("ttl: must be between 1ms and 366 days".into()).into());
+            }
+            None => {
+                // The policy's own lease_ttl: configured by name, or the default for inline ones.
+                let policy_ref = req.lease_id.split('~').next().unwrap_or_default();
+                config
+                    .policies
+                    .get(policy_ref)
+                    .map(|p| p.lease_ttl())
+                    .unwrap_or(floodgate_core::policy::DEFAULT_LEASE_TTL)
+            }
+        };
+        let granted = self
+            .state
+            .with_deadline(self.state.store.renew(&key, &member, ttl, None))
+            .await?
+            .ok_or(Error::LeaseNotFound)?;
+        Ok(Response::new(pb::RenewResponse {
+            expires_in: Some(to_duration(granted)),
+        }))
+    }
+
+    async fn status(
+        &self,
+        request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::CheckResult>, Status> {
+        let req = request.into_inner();
+        let plan = validate::status_plan(
+            &req.namespace,
+            req.check.as_ref(),
+            &self.state.config.load(),
+            &self.state.keys,
+        )?;
+        let decision = self.state.decide_strict(&plan).await?;
+        Ok(Response::new(check_result(
+            &plan.checks[0],
+            &decision.checks[0],
+            None,
+        )))
+    }
+}

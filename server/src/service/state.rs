@@ -1,0 +1,140 @@
+//! What every service shares: the store, the live configuration and the key builder, and
+//! the one place a store call gets its deadline and its fail mode.
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use floodgate_core::{CheckOutcome, FailMode};
+use tracing::warn;
+
+use crate::{
+    config::Config,
+    error::Error,
+    keys::Keys,
+    store::{AcquirePlan, Store, StoreDecision, StoreError, memory::MemoryStore},
+};
+
+/// Shared by every service of one server.
+#[derive(Debug)]
+pub struct AppState<S> {
+    /// Where limit state lives.
+    pub store: S,
+    /// The configuration; swapped whole on reload, read without locks.
+    pub config: ArcSwap<Config>,
+    /// Builds every Redis key.
+    pub keys: Keys,
+    /// Decides `FAIL_MODE_LOCAL` checks in-process while the store is failing.
+    pub local: MemoryStore,
+}
+
+impl<S: Store> AppState<S> {
+    /// State for `store` under `config`.
+    pub fn new(store: S, config: Config) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            keys: Keys::new(config.key_prefix.clone()),
+            config: ArcSwap::from_pointee(config),
+            local: MemoryStore::default(),
+        })
+    }
+
+    /// Runs `plan` on the store within its deadline. When the store fails or is late, each
+    /// check's fail mode decides and the answer is `degraded` (the bool).
+    pub async fn decide(&self, plan: &AcquirePlan) -> Result<(StoreDecision, bool), Error> {
+        let config = self.config.load();
+        let result = tokio::time::timeout(config.store_timeout, self.store.acquire(plan))
+            .await
+            .unwrap_or(Err(StoreError::Timeout(config.store_timeout)));
+        match result {
+            Ok(d) => Ok((d, false)),
+            Err(e) => {
+                warn!(error = %e, "store failed; fail modes decide");
+                Ok((
+                    self.fail_mode_decision(plan, config.default_fail_mode)
+                        .await,
+                    true,
+                ))
+            }
+        }
+    }
+
+    /// Runs a plan that must not be answered without the store (Status, admin reads).
+    pub async fn decide_strict(&self, plan: &AcquirePlan) -> Result<StoreDecision, Error> {
+        let timeout = self.config.load().store_timeout;
+        Ok(tokio::time::timeout(timeout, self.store.acquire(plan))
+            .await
+            .unwrap_or(Err(StoreError::Timeout(timeout)))?)
+    }
+
+    /// Runs a store call within the deadline.
+    pub async fn with_deadline<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, Error> {
+        let timeout = self.config.load().store_timeout;
+        Ok(tokio::time::timeout(timeout, f)
+            .await
+            .unwrap_or(Err(StoreError::Timeout(timeout)))?)
+    }
+
+    /// The answer without the store: a `closed` check denies everything; `local` checks are
+    /// decided in-process; `open` checks allow.
+    async fn fail_mode_decision(&self, plan: &AcquirePlan, default: FailMode) -> StoreDecision {
+        let modes: Vec<FailMode> = plan
+            .checks
+            .iter()
+            .map(|c| c.policy.fail_mode().unwrap_or(default))
+            .collect();
+        let closed = plan
+            .checks
+            .iter()
+            .zip(&modes)
+            .any(|(c, m)| *m == FailMode::Closed && !c.policy.shadow());
+        let degraded = |c: &crate::store::PlannedCheck, allowed: bool| CheckOutcome {
+            allowed,
+            limit: c.policy.capacity(),
+            remaining: 0,
+            reset_after: 0,
+            retry_after: 0,
+        };
+        if closed {
+            let checks = plan
+                .checks
+                .iter()
+                .zip(&modes)
+                .map(|(c, m)| degraded(c, *m != FailMode::Closed))
+                .collect();
+            return StoreDecision {
+                allowed: false,
+                checks,
+                leases: vec![None; plan.checks.len()],
+            };
+        }
+        let local: Vec<usize> = (0..plan.checks.len())
+            .filter(|&i| modes[i] == FailMode::Local)
+            .collect();
+        let mut checks: Vec<CheckOutcome> = plan.checks.iter().map(|c| degraded(c, true)).collect();
+        let mut leases = vec![None; plan.checks.len()];
+        let mut allowed = true;
+        if !local.is_empty() {
+            let sub = AcquirePlan {
+                checks: local.iter().map(|&i| plan.checks[i].clone()).collect(),
+                request_record: None,
+                consume: plan.consume,
+                now: plan.now,
+            };
+            // The memory store cannot fail.
+            if let Ok(d) = self.local.acquire(&sub).await {
+                allowed = d.allowed;
+                for (j, &i) in local.iter().enumerate() {
+                    checks[i] = d.checks[j];
+                    leases[i] = d.leases[j].clone();
+                }
+            }
+        }
+        StoreDecision {
+            allowed,
+            checks,
+            leases,
+        }
+    }
+}

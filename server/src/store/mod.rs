@@ -1,0 +1,103 @@
+//! The one storage interface: a store decides Acquires atomically and manages leases.
+//!
+//! - [`memory`]: the embedded single-instance store, running the `core` model.
+//! - [`redis`]: the fleet-wide store, one Lua script call per operation.
+use std::{future::Future, sync::Arc};
+
+use floodgate_core::{CheckOutcome, Micros, Policy};
+use thiserror::Error;
+
+pub mod memory;
+pub mod redis;
+
+/// One check, resolved and ready for a store.
+#[derive(Debug, Clone)]
+pub struct PlannedCheck {
+    /// The limit's state key (from [`crate::keys::Keys::limit`]).
+    pub key: String,
+    /// The validated policy.
+    pub policy: Arc<Policy>,
+    /// The policy's name, or the fingerprint of an inline policy.
+    pub policy_ref: String,
+    /// Units to take.
+    pub cost: u64,
+    /// Concurrency checks: the lease member `<cost>~<id>` to record when admitted.
+    pub lease_member: Option<String>,
+}
+
+/// Everything a store needs to decide one Acquire or Status.
+#[derive(Debug, Clone, Default)]
+pub struct AcquirePlan {
+    /// The checks, in request order, each with a distinct key.
+    pub checks: Vec<PlannedCheck>,
+    /// Key of the request record when the request carries a `request_id`.
+    pub request_record: Option<String>,
+    /// False for Status: decide, never write.
+    pub consume: bool,
+    /// Explicit clock, for tests only; `None` means the store's clock (Redis `TIME`).
+    pub now: Option<Micros>,
+}
+
+/// What a store decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreDecision {
+    /// Every non-shadow check allowed (and was consumed).
+    pub allowed: bool,
+    /// Per check, in request order.
+    pub checks: Vec<CheckOutcome>,
+    /// Per check: the lease member taken, if any.
+    pub leases: Vec<Option<String>>,
+}
+
+/// Infrastructure failures; a denial is never an error.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Redis answered with an error or the connection failed.
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    /// The connection pool failed to hand out a connection.
+    #[error("redis pool: {0}")]
+    Pool(String),
+    /// The store took longer than its deadline.
+    #[error("store call exceeded its {0:?} deadline")]
+    Timeout(std::time::Duration),
+    /// Redis answered something the script never returns.
+    #[error("unexpected reply from the store: {0}")]
+    Protocol(String),
+}
+
+impl StoreError {
+    /// Whether retrying later may succeed.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, StoreError::Protocol(_))
+    }
+}
+
+/// A place that holds limit state and changes it atomically.
+pub trait Store: Send + Sync + 'static {
+    /// Decides every check together; consumes only when `plan.consume` and all allow.
+    fn acquire(
+        &self,
+        plan: &AcquirePlan,
+    ) -> impl Future<Output = Result<StoreDecision, StoreError>> + Send;
+    /// Ends a lease; true when it was live.
+    fn release(
+        &self,
+        key: &str,
+        member: &str,
+        now: Option<Micros>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Extends a live lease by `ttl` from now; `None` when it has expired or never existed.
+    fn renew(
+        &self,
+        key: &str,
+        member: &str,
+        ttl: Micros,
+        now: Option<Micros>,
+    ) -> impl Future<Output = Result<Option<Micros>, StoreError>> + Send;
+    /// Forgets a limit's state; true when there was any.
+    fn reset(&self, key: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// A short description for logs and status: `memory`, `redis redis://…`.
+    fn describe(&self) -> String;
+}

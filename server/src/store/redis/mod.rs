@@ -1,0 +1,223 @@
+//! The Redis store: every decision is one `EVALSHA` of an atomic Lua script, so a fleet of
+//! servers sharing one Redis decides as one.
+//!
+//! - [`scripts`]: the assembled scripts.
+//! - [`reply`]: parsing the Acquire script's reply.
+//!
+//! Connections: by default one multiplexed connection (redis-rs `ConnectionManager`, which
+//! pipelines concurrent commands on one socket and reconnects by itself); optionally a
+//! deadpool pool of exclusive connections. DESIGN.md records the measurements behind the
+//! default.
+use floodgate_core::{Algorithm, Micros};
+use redis::{Script, ScriptInvocation, aio::ConnectionManager};
+
+use super::{AcquirePlan, Store, StoreDecision, StoreError};
+
+mod reply;
+pub mod scripts;
+
+/// How the store talks to Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionMode {
+    /// One shared, auto-pipelined connection.
+    #[default]
+    Multiplexed,
+    /// A pool of exclusive connections (deadpool-redis).
+    Pool,
+}
+
+#[derive(Clone)]
+enum Conn {
+    Multiplexed(ConnectionManager),
+    Pool(deadpool_redis::Pool),
+}
+
+/// Limit state in Redis.
+#[derive(Clone)]
+pub struct RedisStore {
+    /// The connection(s).
+    conn: Conn,
+    /// The URL, password removed, for logs.
+    url: String,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+impl RedisStore {
+    /// Connects to `url` (`redis://host:port/db`) and loads the scripts.
+    pub async fn connect(
+        url: &str,
+        mode: ConnectionMode,
+        pool_size: usize,
+    ) -> Result<Self, StoreError> {
+        let conn = match mode {
+            ConnectionMode::Multiplexed => {
+                let client = redis::Client::open(url)?;
+                Conn::Multiplexed(ConnectionManager::new(client).await?)
+            }
+            ConnectionMode::Pool => {
+                let mut cfg = deadpool_redis::Config::from_url(url);
+                cfg.pool = Some(deadpool_redis::PoolConfig::new(pool_size.max(1)));
+                let pool = cfg
+                    .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+                    .map_err(|e| StoreError::Pool(e.to_string()))?;
+                Conn::Pool(pool)
+            }
+        };
+        let store = Self {
+            conn,
+            url: redact(url),
+        };
+        store.load_scripts().await?;
+        Ok(store)
+    }
+
+    /// Loads every script (done at start; `EVALSHA` reloads by itself after a flush).
+    pub async fn load_scripts(&self) -> Result<(), StoreError> {
+        for script in [&*scripts::ACQUIRE, &*scripts::RELEASE, &*scripts::RENEW] {
+            match &self.conn {
+                Conn::Multiplexed(c) => {
+                    script.load_async(&mut c.clone()).await?;
+                }
+                Conn::Pool(p) => {
+                    let mut c = p.get().await.map_err(|e| StoreError::Pool(e.to_string()))?;
+                    script.load_async(&mut c).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        inv: &ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        match &self.conn {
+            Conn::Multiplexed(c) => Ok(inv.invoke_async(&mut c.clone()).await?),
+            Conn::Pool(p) => {
+                let mut c = p.get().await.map_err(|e| StoreError::Pool(e.to_string()))?;
+                Ok(inv.invoke_async(&mut c).await?)
+            }
+        }
+    }
+
+    async fn command<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        match &self.conn {
+            Conn::Multiplexed(c) => Ok(cmd.query_async(&mut c.clone()).await?),
+            Conn::Pool(p) => {
+                let mut c = p.get().await.map_err(|e| StoreError::Pool(e.to_string()))?;
+                Ok(cmd.query_async(&mut c).await?)
+            }
+        }
+    }
+}
+
+fn now_arg(now: Option<Micros>) -> String {
+    now.map(|n| n.to_string()).unwrap_or_default()
+}
+
+/// Milliseconds the request record of an Acquire answers retries.
+const REQUEST_RECORD_TTL_MS: u64 = 60_000;
+
+fn acquire_invocation<'a>(script: &'a Script, plan: &AcquirePlan) -> ScriptInvocation<'a> {
+    let mut inv = script.prepare_invoke();
+    for c in &plan.checks {
+        inv.key(c.key.as_str());
+    }
+    let record_ttl = match &plan.request_record {
+        Some(record) if plan.consume => {
+            inv.key(record.as_str());
+            REQUEST_RECORD_TTL_MS
+        }
+        _ => 0,
+    };
+    inv.arg(if plan.consume { "acquire" } else { "status" })
+        .arg(now_arg(plan.now))
+        .arg(record_ttl)
+        .arg(plan.checks.len());
+    for c in &plan.checks {
+        let p = &c.policy;
+        inv.arg(p.algorithm().code())
+            .arg(c.cost)
+            .arg(u8::from(p.shadow()));
+        match p.algorithm() {
+            Algorithm::TokenBucket => inv.arg(p.emission_interval()).arg(p.capacity()).arg(""),
+            Algorithm::Concurrency => inv
+                .arg(p.limit())
+                .arg(p.lease_ttl())
+                .arg(c.lease_member.as_deref().unwrap_or("")),
+            _ => inv.arg(p.limit()).arg(p.period()).arg(""),
+        };
+    }
+    inv
+}
+
+impl Store for RedisStore {
+    async fn acquire(&self, plan: &AcquirePlan) -> Result<StoreDecision, StoreError> {
+        let inv = acquire_invocation(&scripts::ACQUIRE, plan);
+        let value: redis::Value = self.invoke(&inv).await?;
+        reply::parse_acquire(&value, plan.checks.len())
+    }
+
+    async fn release(
+        &self,
+        key: &str,
+        member: &str,
+        now: Option<Micros>,
+    ) -> Result<bool, StoreError> {
+        let mut inv = scripts::RELEASE.prepare_invoke();
+        inv.key(key).arg(member).arg(now_arg(now));
+        let released: i64 = self.invoke(&inv).await?;
+        Ok(released == 1)
+    }
+
+    async fn renew(
+        &self,
+        key: &str,
+        member: &str,
+        ttl: Micros,
+        now: Option<Micros>,
+    ) -> Result<Option<Micros>, StoreError> {
+        let mut inv = scripts::RENEW.prepare_invoke();
+        inv.key(key).arg(member).arg(now_arg(now)).arg(ttl);
+        let granted: i64 = self.invoke(&inv).await?;
+        Ok(u64::try_from(granted).ok())
+    }
+
+    async fn reset(&self, key: &str) -> Result<bool, StoreError> {
+        let deleted: i64 = self.command(redis::cmd("DEL").arg(key)).await?;
+        Ok(deleted > 0)
+    }
+
+    fn describe(&self) -> String {
+        format!("redis {}", self.url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact("redis://user:pw@host:6379/0"),
+            "redis://***@host:6379/0"
+        );
+        assert_eq!(redact("redis://host:6379"), "redis://host:6379");
+    }
+}

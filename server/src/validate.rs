@@ -1,0 +1,378 @@
+//! Turns wire requests into store plans, checking every rule once at the edge.
+//!
+//! Errors name the field path (`checks[2].inline.limit`) and the rule broken.
+use std::{collections::HashSet, sync::Arc};
+
+use floodgate_core::{
+    Algorithm, FailMode, Micros, Policy, PolicySpec, concurrency,
+    names::{validate_key, validate_namespace, validate_policy_name},
+};
+use floodgate_proto::v1::{self as pb, limit_check};
+
+use crate::{
+    config::Config,
+    error::Error,
+    keys::Keys,
+    store::{AcquirePlan, PlannedCheck},
+};
+
+/// Most checks in one Acquire.
+pub const MAX_CHECKS: usize = 16;
+/// Longest `request_id`, in bytes.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+fn invalid(field: &str, rule: impl std::fmt::Display) -> Error {
+    Error::Invalid(format!("{field}: {rule}"))
+}
+
+/// A `google.protobuf.Duration` as microseconds; negative or malformed is an error.
+pub fn duration(field: &str, d: Option<&prost_types::Duration>) -> Result<Option<Micros>, Error> {
+    let Some(d) = d else { return Ok(None) };
+    if d.seconds < 0 || d.nanos < 0 || d.nanos >= 1_000_000_000 {
+        return Err(invalid(
+            field,
+            "must be a non-negative duration with 0 <= nanos < 1e9",
+        ));
+    }
+    let us = (d.seconds as u64)
+        .checked_mul(1_000_000)
+        .and_then(|s| s.checked_add(d.nanos as u64 / 1_000))
+        .ok_or_else(|| invalid(field, "is too long"))?;
+    Ok(Some(us))
+}
+
+/// Microseconds as a wire duration.
+pub fn to_duration(us: Micros) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: (us / 1_000_000) as i64,
+        nanos: ((us % 1_000_000) * 1_000) as i32,
+    }
+}
+
+fn namespace(ns: &str) -> Result<(), Error> {
+    validate_namespace(ns).map_err(|e| Error::Invalid(e.to_string()))
+}
+
+fn key(field: &str, key: &str) -> Result<(), Error> {
+    validate_key(key).map_err(|_| {
+        invalid(
+            field,
+            "must be 1-512 bytes of printable text without control characters",
+        )
+    })
+}
+
+fn inline_policy(field: &str, p: &pb::Policy, config: &Config) -> Result<Policy, Error> {
+    let algorithm = match pb::Algorithm::try_from(p.algorithm) {
+        Ok(pb::Algorithm::TokenBucket) => Algorithm::TokenBucket,
+        Ok(pb::Algorithm::SlidingWindow) => Algorithm::SlidingWindow,
+        Ok(pb::Algorithm::SlidingLog) => Algorithm::SlidingLog,
+        Ok(pb::Algorithm::FixedWindow) => Algorithm::FixedWindow,
+        Ok(pb::Algorithm::Concurrency) => Algorithm::Concurrency,
+        Ok(pb::Algorithm::Unspecified) | Err(_) => {
+            return Err(invalid(
+                &format!("{field}.algorithm"),
+                "must be set to a known ALGORITHM_* value",
+            ));
+        }
+    };
+    let fail_mode = match pb::FailMode::try_from(p.fail_mode) {
+        Ok(pb::FailMode::Unspecified) => None,
+        Ok(pb::FailMode::Open) => Some(FailMode::Open),
+        Ok(pb::FailMode::Closed) => Some(FailMode::Closed),
+        Ok(pb::FailMode::Local) => Some(FailMode::Local),
+        Err(_) => {
+            return Err(invalid(
+                &format!("{field}.fail_mode"),
+                "unknown FAIL_MODE_* value",
+            ));
+        }
+    };
+    let period = duration(&format!("{field}.period"), p.period.as_ref())?.unwrap_or(0);
+    let lease_ttl = duration(&format!("{field}.lease_ttl"), p.lease_ttl.as_ref())?;
+    let policy = Policy::new(PolicySpec {
+        algorithm,
+        limit: p.limit,
+        period,
+        burst: p.burst,
+        fail_mode,
+        lease_ttl,
+        shadow: p.shadow,
+    })
+    .map_err(|e| Error::Invalid(format!("{field}.{e}")))?;
+    if algorithm == Algorithm::SlidingLog && policy.limit() > config.max_sliding_log_limit {
+        return Err(invalid(
+            &format!("{field}.limit"),
+            format!(
+                "a sliding_log limit is at most {} on this server",
+                config.max_sliding_log_limit
+            ),
+        ));
+    }
+    Ok(policy)
+}
+
+/// Resolves a check's policy: a configured one by name, or a validated inline one.
+/// Returns the policy and its reference (name or fingerprint).
+pub fn resolve_policy(
+    field: &str,
+    policy: Option<&limit_check::Policy>,
+    config: &Config,
+) -> Result<(Arc<Policy>, String), Error> {
+    match policy {
+        Some(limit_check::Policy::PolicyName(name)) => {
+            validate_policy_name(name).map_err(|e| Error::Invalid(format!("{field}.{e}")))?;
+            let p = config
+                .policies
+                .get(name)
+                .ok_or_else(|| Error::PolicyNotFound {
+                    field: format!("{field}.policy_name"),
+                    name: name.clone(),
+                })?;
+            Ok((p.clone(), name.clone()))
+        }
+        Some(limit_check::Policy::Inline(p)) => {
+            if !config.inline_policies {
+                return Err(Error::InlineDisabled(format!("{field}.inline")));
+            }
+            let p = inline_policy(&format!("{field}.inline"), p, config)?;
+            let fingerprint = p.fingerprint();
+            Ok((Arc::new(p), fingerprint))
+        }
+        None => Err(invalid(
+            field,
+            "a policy is required: set policy_name or inline",
+        )),
+    }
+}
+
+/// Builds one check of a plan; `consume` decides whether a lease member is made.
+fn planned_check(
+    field: &str,
+    ns: &str,
+    c: &pb::LimitCheck,
+    config: &Config,
+    keys: &Keys,
+    consume: bool,
+) -> Result<PlannedCheck, Error> {
+    key(&format!("{field}.key"), &c.key)?;
+    let (policy, policy_ref) = resolve_policy(field, c.policy.as_ref(), config)?;
+    let cost = c.cost.max(1);
+    policy
+        .check_cost(cost)
+        .map_err(|e| Error::Invalid(format!("{field}.{e}")))?;
+    let lease_member = (consume && policy.algorithm() == Algorithm::Concurrency)
+        .then(|| concurrency::member(cost, &uuid::Uuid::new_v4().simple().to_string()));
+    Ok(PlannedCheck {
+        key: keys.limit(ns, &c.key, policy.algorithm(), &policy_ref),
+        policy,
+        policy_ref,
+        cost,
+        lease_member,
+    })
+}
+
+/// Validates an Acquire and plans it.
+pub fn acquire_plan(
+    req: &pb::AcquireRequest,
+    config: &Config,
+    keys: &Keys,
+) -> Result<AcquirePlan, Error> {
+    namespace(&req.namespace)?;
+    if req.checks.is_empty() && req.breakers.is_empty() {
+        return Err(invalid(
+            "checks",
+            "at least one check or breaker is required",
+        ));
+    }
+    if req.checks.len() > MAX_CHECKS {
+        return Err(invalid(
+            "checks",
+            format!(
+                "at most {MAX_CHECKS} checks per Acquire, got {}",
+                req.checks.len()
+            ),
+        ));
+    }
+    if req.request_id.len() > MAX_REQUEST_ID_LEN || req.request_id.chars().any(char::is_control) {
+        return Err(invalid(
+            "request_id",
+            format!("must be at most {MAX_REQUEST_ID_LEN} bytes without control characters"),
+        ));
+    }
+    let mut checks = Vec::with_capacity(req.checks.len());
+    let mut seen = HashSet::with_capacity(req.checks.len());
+    for (i, c) in req.checks.iter().enumerate() {
+        let field = format!("checks[{i}]");
+        let planned = planned_check(&field, &req.namespace, c, config, keys, true)?;
+        if !seen.insert(planned.key.clone()) {
+            return Err(invalid(
+                &field,
+                "repeats an earlier check's key and policy; add the costs into one check instead",
+            ));
+        }
+        checks.push(planned);
+    }
+    for (index, name) in req.breakers.iter().enumerate() {
+        validate_policy_name(name).map_err(|_| {
+            invalid(
+                &format!("breakers[{index}]"),
+                "must be 1-64 characters of [A-Za-z0-9_.-]",
+            )
+        })?;
+        // Breakers arrive with the circuit-breaker service; none can be configured yet.
+        return Err(Error::BreakerNotFound {
+            index,
+            name: name.clone(),
+        });
+    }
+    let request_record = match req.checks.first() {
+        Some(first) if !req.request_id.is_empty() => {
+            Some(keys.request(&req.namespace, &first.key, &req.request_id))
+        }
+        _ => None,
+    };
+    Ok(AcquirePlan {
+        checks,
+        request_record,
+        consume: true,
+        now: None,
+    })
+}
+
+/// Validates a Status (or reset) request and plans a single non-consuming check.
+pub fn status_plan(
+    ns: &str,
+    check: Option<&pb::LimitCheck>,
+    config: &Config,
+    keys: &Keys,
+) -> Result<AcquirePlan, Error> {
+    namespace(ns)?;
+    let c = check.ok_or_else(|| invalid("check", "is required"))?;
+    let planned = planned_check("check", ns, c, config, keys, false)?;
+    Ok(AcquirePlan {
+        checks: vec![planned],
+        request_record: None,
+        consume: false,
+        now: None,
+    })
+}
+
+/// A lease id `<policy>~<cost>~<id>` split into the policy reference and the member.
+pub fn parse_lease_id(lease_id: &str) -> Result<(&str, &str), Error> {
+    let rule = "is not a lease id returned by Acquire (<policy>~<cost>~<id>)";
+    let (policy_ref, member) = lease_id
+        .split_once('~')
+        .ok_or_else(|| invalid("lease_id", rule))?;
+    validate_policy_name(policy_ref).map_err(|_| invalid("lease_id", rule))?;
+    let (cost, id) = member
+        .split_once('~')
+        .ok_or_else(|| invalid("lease_id", rule))?;
+    let ok_cost = !cost.is_empty() && cost.len() <= 13 && cost.bytes().all(|b| b.is_ascii_digit());
+    let ok_id = !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric());
+    if !ok_cost || !ok_id {
+        return Err(invalid("lease_id", rule));
+    }
+    Ok((policy_ref, member))
+}
+
+/// Validates the namespace and key of a Release or Renew and returns the lease set's key
+/// and member.
+pub fn lease_target(
+    ns: &str,
+    key_: &str,
+    lease_id: &str,
+    keys: &Keys,
+) -> Result<(String, String), Error> {
+    namespace(ns)?;
+    key("key", key_)?;
+    let (policy_ref, member) = parse_lease_id(lease_id)?;
+    Ok((
+        keys.limit(ns, key_, Algorithm::Concurrency, policy_ref),
+        member.to_owned(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Overrides};
+
+    fn config() -> Config {
+        let f = Config::parse_file(
+            "t",
+            "[policies.api]\nalgorithm = \"fixed_window\"\nlimit = 5\nperiod = \"1s\"\n",
+        )
+        .unwrap();
+        Config::from_file(f, Overrides::default()).unwrap()
+    }
+
+    fn inline(algorithm: pb::Algorithm, limit: u64, secs: i64) -> Option<limit_check::Policy> {
+        Some(limit_check::Policy::Inline(pb::Policy {
+            algorithm: algorithm as i32,
+            limit,
+            period: Some(prost_types::Duration {
+                seconds: secs,
+                nanos: 0,
+            }),
+            ..Default::default()
+        }))
+    }
+
+    fn req(checks: Vec<pb::LimitCheck>) -> pb::AcquireRequest {
+        pb::AcquireRequest {
+            namespace: "ns".into(),
+            checks,
+            ..Default::default()
+        }
+    }
+
+    fn err(r: &pb::AcquireRequest) -> String {
+        acquire_plan(r, &config(), &Keys::new("fg"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn errors_name_field_and_rule() {
+        let ok = pb::LimitCheck {
+            key: "k".into(),
+            cost: 0,
+            policy: inline(pb::Algorithm::TokenBucket, 10, 1),
+        };
+        let mut r = req(vec![ok.clone()]);
+        assert!(acquire_plan(&r, &config(), &Keys::new("fg")).is_ok());
+        r.namespace = "a:b".into();
+        assert!(err(&r).starts_with("namespace:"));
+        let mut bad = ok.clone();
+        bad.policy = inline(pb::Algorithm::Unspecified, 10, 1);
+        assert!(err(&req(vec![bad])).starts_with("checks[0].inline.algorithm:"));
+        let mut bad = ok.clone();
+        bad.policy = inline(pb::Algorithm::FixedWindow, 0, 1);
+        assert!(err(&req(vec![bad])).starts_with("checks[0].inline.limit:"));
+        let mut bad = ok.clone();
+        bad.policy = inline(pb::Algorithm::FixedWindow, 1, 0);
+        assert!(err(&req(vec![bad])).starts_with("checks[0].inline.period:"));
+        let mut bad = ok.clone();
+        bad.cost = 11;
+        assert!(err(&req(vec![bad])).starts_with("checks[0].cost:"));
+        let mut bad = ok.clone();
+        bad.key = "a\u{0}".into();
+        assert!(err(&req(vec![ok.clone(), bad])).starts_with("checks[1].key:"));
+        assert!(err(&req(vec![ok.clone(), ok.clone()])).starts_with("checks[1]:"));
+        assert!(err(&req(vec![ok.clone(); 17])).starts_with("checks:"));
+        assert!(err(&req(vec![])).starts_with("checks:"));
+        let mut bad = ok.clone();
+        bad.policy = Some(limit_check::Policy::PolicyName("nope".into()));
+        assert!(err(&req(vec![bad])).contains("no policy named"));
+    }
+
+    #[test]
+    fn lease_ids_round_trip() {
+        let (p, m) = parse_lease_id("api~2~0123abcd").unwrap();
+        assert_eq!((p, m), ("api", "2~0123abcd"));
+        for bad in ["", "api", "api~x~y", "a:b~1~x", "api~1~", "api~1~a b"] {
+            assert!(parse_lease_id(bad).is_err(), "{bad}");
+        }
+    }
+}
