@@ -1,1 +1,37 @@
-//! placeholder
+//! floodgate-client: ask a floodgate fleet "may I make this call now?" from any Rust service.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use floodgate_client::{Client, Policy};
+//!
+//! # async fn demo() -> Result<(), floodgate_client::Error> {
+//! let client = Client::connect("http://127.0.0.1:50051").await?;
+//! let decision = client
+//!     .acquire("shop")
+//!     .check("user:42", Policy::token_bucket(100, Duration::from_secs(60)))
+//!     .cost(1)
+//!     .send()
+//!     .await?;
+//! if !decision.allowed {
+//!     println!("slow down, retry in {:?}", decision.retry_after);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Layout:
+//! - [`client`]: [`Client`], connecting to one or several servers.
+//! - [`acquire`]: the [`AcquireBuilder`] and its [`Decision`].
+//! - [`policy`]: [`Policy`] (inline limits) and [`PolicyRef`] (inline or by name).
+//! - [`error`]: [`Error`].
+#![deny(missing_docs, unreachable_pub, missing_debug_implementations)]
+
+pub mod acquire;
+pub mod client;
+pub mod error;
+pub mod policy;
+
+pub use acquire::{AcquireBuilder, CheckResult, Decision};
+pub use client::Client;
+pub use error::Error;
+pub use floodgate_proto as proto;
+pub use policy::{Algorithm, FailMode, Policy, PolicyRef};
