@@ -21,5 +21,8 @@ local function fixed_window(key, now, cost, limit, period)
   end
   local reset = 0
   if count > 0 then reset = ends end
-  return {0, limit, limit - count, reset, ends}, nil
+  -- the count may exceed a limit a reload lowered
+  local remaining = limit - count
+  if remaining < 0 then remaining = 0 end
+  return {0, limit, remaining, reset, ends}, nil
 end

@@ -19,5 +19,8 @@ local function token_bucket(key, now, cost, t, cap)
     end
     return {1, cap, math.floor((tau - (new_tat - now)) / t), new_tat - now, 0}, commit
   end
-  return {0, cap, math.floor((tau - (tat - now)) / t), tat - now, new_tat - tau - now}, nil
+  -- the state may be further ahead than tau when a reload lowered the burst
+  local remaining = math.floor((tau - (tat - now)) / t)
+  if remaining < 0 then remaining = 0 end
+  return {0, cap, remaining, tat - now, new_tat - tau - now}, nil
 end

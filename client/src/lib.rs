@@ -22,7 +22,7 @@
 //! - [`client`]: [`Client`], connecting to one or several servers.
 //! - [`acquire`]: the [`AcquireBuilder`] and its [`Decision`].
 //! - [`policy`]: [`Policy`] (inline limits) and [`PolicyRef`] (inline or by name).
-//! - [`error`]: [`Error`].
+//! - [`error`]: the [`Error`] type.
 #![deny(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 pub mod acquire;

@@ -51,7 +51,8 @@ pub fn decide(
         let outcome = CheckOutcome {
             allowed: false,
             limit,
-            remaining: limit - count,
+            // The count may exceed a limit a reload lowered.
+            remaining: limit.saturating_sub(count),
             reset_after: if count > 0 { end } else { 0 },
             retry_after: end,
         };

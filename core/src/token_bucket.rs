@@ -64,7 +64,8 @@ pub fn decide(state: &State, t: Micros, cap: u64, now: Micros, cost: u64) -> (Ch
         let outcome = CheckOutcome {
             allowed: false,
             limit: cap,
-            remaining: (tau - (tat - now)) / t,
+            // The state may be further ahead than `tau` when a reload lowered the burst.
+            remaining: tau.saturating_sub(tat - now) / t,
             reset_after: tat - now,
             retry_after: new_tat - tau - now,
         };

@@ -213,7 +213,8 @@ pub fn acquire_plan(
         }
         checks.push(planned);
     }
-    for (index, name) in req.breakers.iter().enumerate() {
+    // Only the first breaker is looked at: none can exist yet, so it decides the answer.
+    if let Some((index, name)) = req.breakers.iter().enumerate().next() {
         validate_policy_name(name).map_err(|_| {
             invalid(
                 &format!("breakers[{index}]"),

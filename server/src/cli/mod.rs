@@ -4,13 +4,17 @@
 //! - [`acquire`]: ask a server for a decision, printed for people or as JSON.
 //! - [`limit`]: inspect (`show`) or clear (`reset`) one limit.
 //! - [`bench`]: closed-loop load generator over the public gRPC API.
+//! - [`policy_args`]: the policy flags (`--policy`, `--limit 10/s`, ...) and their parser.
+//! - [`common`]: `--server`, connecting, error messages with hints, durations for people.
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 pub mod acquire;
 pub mod bench;
+pub mod common;
 pub mod limit;
+pub mod policy_args;
 pub mod serve;
 
 /// floodgate: fleet-wide rate limits, leases and breakers over gRPC.

@@ -85,8 +85,10 @@ impl MemoryStore {
     }
 
     fn decide(&self, plan: &AcquirePlan) -> StoreDecision {
-        let now = plan.now.unwrap_or_else(|| self.clock.now());
+        // Read the clock under the lock: a request holding an older `now` must never run
+        // after one that already stored a later state.
         let mut guard = self.tables.lock();
+        let now = plan.now.unwrap_or_else(|| self.clock.now());
         let tables = &mut *guard;
         if let Some(record) = &plan.request_record
             && let Some((answer, exp)) = tables.requests.get(record)
@@ -154,8 +156,8 @@ impl MemoryStore {
         now: Option<Micros>,
         f: impl FnOnce(&mut concurrency::State, Micros) -> T,
     ) -> T {
-        let now = now.unwrap_or_else(|| self.clock.now());
         let mut t = self.tables.lock();
+        let now = now.unwrap_or_else(|| self.clock.now());
         let mut state = match t.limits.remove(key) {
             Some((LimitState::Concurrency(s), _)) => s,
             _ => concurrency::State::default(),
@@ -195,11 +197,9 @@ impl Store for MemoryStore {
     }
 
     async fn reset(&self, key: &str) -> Result<bool, StoreError> {
+        let mut t = self.tables.lock();
         let now = self.clock.now();
-        Ok(self
-            .tables
-            .lock()
-            .limits
+        Ok(t.limits
             .remove(key)
             .is_some_and(|(_, exp)| exp > now))
     }

@@ -9,7 +9,10 @@
 //! deadpool pool of exclusive connections. DESIGN.md records the measurements behind the
 //! default.
 use floodgate_core::{Algorithm, Micros};
-use redis::{Script, ScriptInvocation, aio::ConnectionManager};
+use redis::{
+    Script, ScriptInvocation,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+};
 
 use super::{AcquirePlan, Store, StoreDecision, StoreError};
 
@@ -64,16 +67,22 @@ impl RedisStore {
         mode: ConnectionMode,
         pool_size: usize,
     ) -> Result<Self, StoreError> {
+        // No redis-rs response timeout (its default is 500 ms): the server's `store_timeout`
+        // is the one deadline of every store call (`AppState`), so a generous deadline is
+        // really generous and a slow answer is never turned into a fail-mode answer early.
         let conn = match mode {
             ConnectionMode::Multiplexed => {
                 let client = redis::Client::open(url)?;
-                Conn::Multiplexed(ConnectionManager::new(client).await?)
+                let config = ConnectionManagerConfig::new().set_response_timeout(None);
+                Conn::Multiplexed(ConnectionManager::new_with_config(client, config).await?)
             }
             ConnectionMode::Pool => {
-                let mut cfg = deadpool_redis::Config::from_url(url);
-                cfg.pool = Some(deadpool_redis::PoolConfig::new(pool_size.max(1)));
-                let pool = cfg
-                    .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+                let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+                let manager = deadpool_redis::Manager::new_with_config(url, config)?;
+                let pool = deadpool_redis::Pool::builder(manager)
+                    .max_size(pool_size.max(1))
+                    .runtime(deadpool_redis::Runtime::Tokio1)
+                    .build()
                     .map_err(|e| StoreError::Pool(e.to_string()))?;
                 Conn::Pool(pool)
             }
