@@ -259,39 +259,67 @@ pub fn status_plan(
     })
 }
 
-/// A lease id `<policy>~<cost>~<id>` split into the policy reference and the member.
-pub fn parse_lease_id(lease_id: &str) -> Result<(&str, &str), Error> {
-    let rule = "is not a lease id returned by Acquire (<policy>~<cost>~<id>)";
-    let (policy_ref, member) = lease_id
-        .split_once('~')
-        .ok_or_else(|| invalid("lease_id", rule))?;
-    validate_policy_name(policy_ref).map_err(|_| invalid("lease_id", rule))?;
-    let (cost, id) = member
-        .split_once('~')
-        .ok_or_else(|| invalid("lease_id", rule))?;
-    let ok_cost = !cost.is_empty() && cost.len() <= 13 && cost.bytes().all(|b| b.is_ascii_digit());
-    let ok_id = !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric());
-    if !ok_cost || !ok_id {
-        return Err(invalid("lease_id", rule));
-    }
-    Ok((policy_ref, member))
+/// The lease id an admitted concurrency check hands out: `<policy>~<ttl_ms>~<member>`,
+/// where the member is `<cost>~<id>`. The policy part finds the lease set from namespace
+/// and key alone; the TTL lets `Renew` without a ttl grant the lease's own lifetime, also
+/// for inline policies.
+pub fn lease_id(policy_ref: &str, lease_ttl: Micros, member: &str) -> String {
+    format!("{policy_ref}~{}~{member}", lease_ttl / 1_000)
 }
 
-/// Validates the namespace and key of a Release or Renew and returns the lease set's key
-/// and member.
+/// A parsed lease id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseTarget {
+    /// The lease set's key.
+    pub key: String,
+    /// The member `<cost>~<id>`.
+    pub member: String,
+    /// The lifetime the lease was granted with, microseconds.
+    pub ttl: Micros,
+}
+
+fn digits(s: &str, max: usize) -> bool {
+    !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Splits a lease id into (policy reference, lease TTL in µs, member).
+pub fn parse_lease_id(lease_id: &str) -> Result<(&str, Micros, &str), Error> {
+    let bad = || {
+        invalid(
+            "lease_id",
+            "is not a lease id returned by Acquire (<policy>~<ttl_ms>~<cost>~<id>)",
+        )
+    };
+    let mut parts = lease_id.splitn(3, '~');
+    let (Some(policy_ref), Some(ttl_ms), Some(member)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    validate_policy_name(policy_ref).map_err(|_| bad())?;
+    let (cost, id) = member.split_once('~').ok_or_else(bad)?;
+    let ok_id = !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric());
+    if !digits(ttl_ms, 11) || !digits(cost, 13) || !ok_id {
+        return Err(bad());
+    }
+    let ttl = ttl_ms.parse::<Micros>().map_err(|_| bad())? * 1_000;
+    Ok((policy_ref, ttl, member))
+}
+
+/// Validates the namespace, key and lease id of a Release or Renew.
 pub fn lease_target(
     ns: &str,
     key_: &str,
     lease_id: &str,
     keys: &Keys,
-) -> Result<(String, String), Error> {
+) -> Result<LeaseTarget, Error> {
     namespace(ns)?;
     key("key", key_)?;
-    let (policy_ref, member) = parse_lease_id(lease_id)?;
-    Ok((
-        keys.limit(ns, key_, Algorithm::Concurrency, policy_ref),
-        member.to_owned(),
-    ))
+    let (policy_ref, ttl, member) = parse_lease_id(lease_id)?;
+    Ok(LeaseTarget {
+        key: keys.limit(ns, key_, Algorithm::Concurrency, policy_ref),
+        member: member.to_owned(),
+        ttl,
+    })
 }
 
 #[cfg(test)]
@@ -370,9 +398,22 @@ mod tests {
 
     #[test]
     fn lease_ids_round_trip() {
-        let (p, m) = parse_lease_id("api~2~0123abcd").unwrap();
-        assert_eq!((p, m), ("api", "2~0123abcd"));
-        for bad in ["", "api", "api~x~y", "a:b~1~x", "api~1~", "api~1~a b"] {
+        let id = lease_id("api", 30_000_000, "2~0123abcd");
+        assert_eq!(id, "api~30000~2~0123abcd");
+        assert_eq!(
+            parse_lease_id(&id).unwrap(),
+            ("api", 30_000_000, "2~0123abcd")
+        );
+        for bad in [
+            "",
+            "api",
+            "api~1~x~y",
+            "a:b~1~1~x",
+            "api~1~1~",
+            "api~1~1~a b",
+            "api~x~1~ab",
+            "api~1~ab",
+        ] {
             assert!(parse_lease_id(bad).is_err(), "{bad}");
         }
     }

@@ -832,7 +832,7 @@ async fn validation_over_the_wire(urls: &[String]) {
         .release(pb::ReleaseRequest {
             namespace: ns.clone(),
             key: "a\nb".into(),
-            lease_id: "jobs~1~abc".into(),
+            lease_id: "jobs~60000~1~abc".into(),
         })
         .await;
     assert_status(
@@ -846,7 +846,7 @@ async fn validation_over_the_wire(urls: &[String]) {
         .renew(pb::RenewRequest {
             namespace: ns.clone(),
             key: "k".into(),
-            lease_id: "jobs~1~abc".into(),
+            lease_id: "jobs~60000~1~abc".into(),
             ttl: duration(0, 0),
         })
         .await;
@@ -861,7 +861,7 @@ async fn validation_over_the_wire(urls: &[String]) {
         .renew(pb::RenewRequest {
             namespace: ns.clone(),
             key: "k".into(),
-            lease_id: "jobs~1~abc".into(),
+            lease_id: "jobs~60000~1~abc".into(),
             ttl: None,
         })
         .await;

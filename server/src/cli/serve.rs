@@ -113,8 +113,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     )?;
     match config.redis_url.clone() {
         Some(url) => {
-            let store = RedisStore::connect(&url, config.redis_connection, config.redis_pool_size)
+            let connect =
+                RedisStore::connect(&url, config.redis_connection, config.redis_pool_size);
+            let store = tokio::time::timeout(Duration::from_secs(10), connect)
                 .await
+                .map_err(|_| anyhow::anyhow!("Redis at {url} accepted the connection but did not answer within 10s"))?
                 .with_context(|| format!("cannot connect to Redis at {url}; is it running? (or omit --redis to serve from memory)"))?;
             info!(store = %store.describe(), mode = ?config.redis_connection, "serving from Redis: limits are shared by every server on it");
             serve_with(store, config).await?;

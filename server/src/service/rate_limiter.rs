@@ -1,7 +1,10 @@
 //! `floodgate.v1.RateLimiter`: Acquire, Release, Renew, Status.
 use std::sync::Arc;
 
-use floodgate_core::CheckOutcome;
+use floodgate_core::{
+    CheckOutcome,
+    policy::{MAX_PERIOD, MIN_LEASE_TTL},
+};
 use floodgate_proto::v1::{self as pb, rate_limiter_server::RateLimiter};
 use tonic::{Request, Response, Status};
 
@@ -35,7 +38,7 @@ pub fn check_result(c: &PlannedCheck, o: &CheckOutcome, lease: Option<&String>) 
         reset_after: Some(to_duration(o.reset_after)),
         retry_after: Some(to_duration(o.retry_after)),
         lease_id: lease
-            .map(|m| format!("{}~{}", c.policy_ref, m))
+            .map(|m| validate::lease_id(&c.policy_ref, c.policy.lease_ttl(), m))
             .unwrap_or_default(),
         shadow: c.policy.shadow(),
         policy: c.policy_ref.clone(),
@@ -80,11 +83,11 @@ impl<S: Store> RateLimiter for RateLimiterService<S> {
         request: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
         let req = request.into_inner();
-        let (key, member) =
+        let lease =
             validate::lease_target(&req.namespace, &req.key, &req.lease_id, &self.state.keys)?;
         let released = self
             .state
-            .with_deadline(self.state.store.release(&key, &member, None))
+            .with_deadline(self.state.store.release(&lease.key, &lease.member, None))
             .await?;
         Ok(Response::new(pb::ReleaseResponse { released }))
     }
@@ -94,32 +97,19 @@ impl<S: Store> RateLimiter for RateLimiterService<S> {
         request: Request<pb::RenewRequest>,
     ) -> Result<Response<pb::RenewResponse>, Status> {
         let req = request.into_inner();
-        let (key, member) =
+        let lease =
             validate::lease_target(&req.namespace, &req.key, &req.lease_id, &self.state.keys)?;
-        let config = self.state.config.load();
         let ttl = match validate::duration("ttl", req.ttl.as_ref())? {
-            Some(t)
-                if (floodgate_core::policy::MIN_LEASE_TTL..=floodgate_core::policy::MAX_PERIOD)
-                    .contains(&t) =>
-            {
-                t
-            }
+            Some(t) if (MIN_LEASE_TTL..=MAX_PERIOD).contains(&t) => t,
             Some(_) => {
                 return Err(Error::Invalid("ttl: must be between 1ms and 366 days".into()).into());
             }
-            None => {
-                // The policy's own lease_ttl: configured by name, or the default for inline ones.
-                let policy_ref = req.lease_id.split('~').next().unwrap_or_default();
-                config
-                    .policies
-                    .get(policy_ref)
-                    .map(|p| p.lease_ttl())
-                    .unwrap_or(floodgate_core::policy::DEFAULT_LEASE_TTL)
-            }
+            // The lifetime the lease was granted with.
+            None => lease.ttl.clamp(MIN_LEASE_TTL, MAX_PERIOD),
         };
         let granted = self
             .state
-            .with_deadline(self.state.store.renew(&key, &member, ttl, None))
+            .with_deadline(self.state.store.renew(&lease.key, &lease.member, ttl, None))
             .await?
             .ok_or(Error::LeaseNotFound)?;
         Ok(Response::new(pb::RenewResponse {

@@ -199,9 +199,7 @@ impl Store for MemoryStore {
     async fn reset(&self, key: &str) -> Result<bool, StoreError> {
         let mut t = self.tables.lock();
         let now = self.clock.now();
-        Ok(t.limits
-            .remove(key)
-            .is_some_and(|(_, exp)| exp > now))
+        Ok(t.limits.remove(key).is_some_and(|(_, exp)| exp > now))
     }
 
     fn describe(&self) -> String {

@@ -111,15 +111,32 @@ impl RedisStore {
         Ok(())
     }
 
+    /// Runs a script by `EVALSHA`. redis-rs loads it and retries once on `NOSCRIPT`; when
+    /// another flush lands between that load and the retry we try again, a bounded number
+    /// of times. Only `NOSCRIPT` is retried: it proves the script did not run, whereas a
+    /// timeout or a dropped connection may follow a call that did.
     async fn invoke<T: redis::FromRedisValue>(
         &self,
         inv: &ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
-        match &self.conn {
-            Conn::Multiplexed(c) => Ok(inv.invoke_async(&mut c.clone()).await?),
-            Conn::Pool(p) => {
-                let mut c = p.get().await.map_err(|e| StoreError::Pool(e.to_string()))?;
-                Ok(inv.invoke_async(&mut c).await?)
+        let mut attempt = 0;
+        loop {
+            let result = match &self.conn {
+                Conn::Multiplexed(c) => inv.invoke_async(&mut c.clone()).await,
+                Conn::Pool(p) => {
+                    let mut c = p.get().await.map_err(|e| StoreError::Pool(e.to_string()))?;
+                    inv.invoke_async(&mut c).await
+                }
+            };
+            match result {
+                Err(e)
+                    if attempt < 3
+                        && e.kind()
+                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    attempt += 1;
+                }
+                other => return Ok(other?),
             }
         }
     }
