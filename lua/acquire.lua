@@ -3,7 +3,8 @@
 --
 -- KEYS[1..n]  the checks' state keys (one per check, all distinct)
 -- KEYS[n+1]   the request record, when ARGV[3] ~= '0'
--- ARGV[1]     'acquire' (consume when every non-shadow check allows) or 'status' (never write)
+-- ARGV[1]     'acquire' (consume when every non-shadow check allows) or 'status' (never
+--             write; remaining and reset_after then describe each limit as it is)
 -- ARGV[2]     explicit now in microseconds (tests only) or '' for Redis TIME
 -- ARGV[3]     request record TTL in ms, '0' when the request has no request_id
 -- ARGV[4]     n
@@ -22,6 +23,7 @@ local ALGORITHMS = {
 }
 
 local mode = ARGV[1]
+local peek = mode == 'status'
 local now = clock(ARGV[2])
 local n = tonumber(ARGV[4])
 local record_key = nil
@@ -37,7 +39,7 @@ for i = 1, n do
   local b = 4 + (i - 1) * 6
   local algorithm = ALGORITHMS[ARGV[b + 1]]
   local cost = tonumber(ARGV[b + 2])
-  local r, commit = algorithm(KEYS[i], now, cost, ARGV[b + 4], ARGV[b + 5], ARGV[b + 6])
+  local r, commit = algorithm(KEYS[i], now, cost, ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], peek)
   results[i] = r
   commits[i] = commit
   if r[1] == 0 and ARGV[b + 3] ~= '1' then allowed = 0 end

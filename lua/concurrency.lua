@@ -3,7 +3,8 @@
 -- State: a sorted set of leases; member "<cost>~<id>", score = expiry (us). Expired leases
 -- are dropped on every write, and the key's TTL is refreshed on every acquire, release and
 -- renew to outlive its latest lease.
--- concurrency(key, now, cost, limit, ttl, member)
+-- concurrency(key, now, cost, limit, ttl, member, peek)
+--   peek = when true (Status), remaining and reset_after describe the leases as they are
 -- returns {allowed, limit, remaining, reset_after, retry_after}, commit (nil when denied)
 local function lease_cost(member)
   return tonumber(string.match(member, '^(%d+)~'))
@@ -16,7 +17,7 @@ local function refresh_leases(key, now)
   if last[2] then expire_in(key, tonumber(last[2]) - now) end
 end
 
-local function concurrency(key, now, cost, limit, ttl, member)
+local function concurrency(key, now, cost, limit, ttl, member, peek)
   limit = tonumber(limit)
   ttl = tonumber(ttl)
   local live = redis.call('ZRANGEBYSCORE', key, '(' .. fmt(now), '+inf', 'WITHSCORES')
@@ -24,6 +25,11 @@ local function concurrency(key, now, cost, limit, ttl, member)
   for i = 1, #live, 2 do
     used = used + lease_cost(live[i])
     latest = tonumber(live[i + 1])
+  end
+  if used + cost <= limit and peek then
+    local reset = 0
+    if latest ~= nil then reset = latest - now end
+    return {1, limit, limit - used, reset, 0}, nil
   end
   if used + cost <= limit then
     local expires = now + ttl

@@ -4,13 +4,20 @@
 -- Members are "<now>:<n>" where n counts the live units before it, which is unique: at
 -- one `now` nothing expires between calls, so n only grows.
 -- An entry stamped t is live while now - period < t.
--- sliding_log(key, now, cost, limit, period)
+-- sliding_log(key, now, cost, limit, period, _, peek)
+--   peek = when true (Status), remaining and reset_after describe the log as it is
 -- returns {allowed, limit, remaining, reset_after, retry_after}, commit (nil when denied)
-local function sliding_log(key, now, cost, limit, period)
+local function sliding_log(key, now, cost, limit, period, _, peek)
   limit = tonumber(limit)
   period = tonumber(period)
   local since = '(' .. fmt(now - period)
   local n = redis.call('ZCOUNT', key, since, '+inf')
+  if n + cost <= limit and peek then
+    local newest = redis.call('ZREVRANGEBYSCORE', key, '+inf', since, 'WITHSCORES', 'LIMIT', 0, 1)
+    local reset = 0
+    if newest[2] then reset = tonumber(newest[2]) + period - now end
+    return {1, limit, limit - n, reset, 0}, nil
+  end
   if n + cost <= limit then
     local commit = function()
       redis.call('ZREMRANGEBYSCORE', key, '-inf', fmt(now - period))

@@ -3,9 +3,10 @@
 -- State: a hash {w = current window start (us), c = its count, p = previous window's count}.
 -- The estimate prev * (period - e) / period + cur is computed in doubles in exactly the
 -- order core::sliding_window uses, so both decide identically.
--- sliding_window(key, now, cost, limit, period)
+-- sliding_window(key, now, cost, limit, period, _, peek)
+--   peek = when true (Status), remaining and reset_after describe the limit as it is
 -- returns {allowed, limit, remaining, reset_after, retry_after}, commit (nil when denied)
-local function sliding_window(key, now, cost, limit, period)
+local function sliding_window(key, now, cost, limit, period, _, peek)
   limit = tonumber(limit)
   period = tonumber(period)
   local start = now - math.fmod(now, period)
@@ -31,6 +32,9 @@ local function sliding_window(key, now, cost, limit, period)
     return 0
   end
   local est = estimate(prev, cur, e)
+  if est + cost <= limit and peek then
+    return {1, limit, floor_remaining(limit - est), reset_after(cur), 0}, nil
+  end
   if est + cost <= limit then
     local c = cur + cost
     local commit = function()

@@ -58,6 +58,18 @@ impl LimitState {
         }
     }
 
+    /// (remaining, reset_after) of the state as it is, consuming nothing.
+    fn peek(&self, req: &CheckRequest<'_>, now: Micros) -> (u64, Micros) {
+        let p = req.policy;
+        match self {
+            Self::TokenBucket(s) => token_bucket::peek(s, p, now),
+            Self::SlidingWindow(s) => sliding_window::peek(s, p, now),
+            Self::SlidingLog(s) => sliding_log::peek(s, p, now),
+            Self::FixedWindow(s) => fixed_window::peek(s, p, now),
+            Self::Concurrency(s) => concurrency::peek(s, p.limit(), now),
+        }
+    }
+
     fn commit(&mut self, req: &CheckRequest<'_>, now: Micros) {
         let (p, cost) = (req.policy, req.cost);
         match self {
@@ -95,6 +107,9 @@ pub struct AcquireOutcome {
 
 /// Decides all checks against `states` (same order, one distinct state per check) at `now`;
 /// when `consume` and every non-shadow check allows, consumes the allowed ones.
+///
+/// Without `consume` (Status) `allowed` and `retry_after` answer "would this cost be
+/// admitted now", while `remaining` and `reset_after` describe the limit as it is.
 pub fn acquire(
     states: &mut [&mut LimitState],
     checks: &[CheckRequest<'_>],
@@ -104,7 +119,13 @@ pub fn acquire(
     let outcomes: Vec<CheckOutcome> = states
         .iter()
         .zip(checks)
-        .map(|(s, c)| s.check(c, now))
+        .map(|(s, c)| {
+            let mut o = s.check(c, now);
+            if !consume {
+                (o.remaining, o.reset_after) = s.peek(c, now);
+            }
+            o
+        })
         .collect();
     let allowed = outcomes
         .iter()
@@ -183,6 +204,26 @@ mod tests {
             assert!(o.allowed);
             assert_eq!(o.checks[0].allowed, i == 0);
         }
+    }
+
+    #[test]
+    fn status_reports_the_limit_as_it_is() {
+        let p = policy(Algorithm::TokenBucket, 5, false);
+        let mut s = LimitState::empty(Algorithm::TokenBucket);
+        let req = [CheckRequest {
+            policy: &p,
+            cost: 2,
+            lease_member: None,
+        }];
+        let o = acquire(&mut [&mut s], &req, SECOND, false);
+        assert!(o.checks[0].allowed);
+        assert_eq!((o.checks[0].remaining, o.checks[0].reset_after), (5, 0));
+        acquire(&mut [&mut s], &req, SECOND, true);
+        let o = acquire(&mut [&mut s], &req, SECOND, false);
+        assert_eq!(
+            (o.checks[0].remaining, o.checks[0].reset_after),
+            (3, 400_000)
+        );
     }
 
     #[test]

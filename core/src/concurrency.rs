@@ -91,6 +91,14 @@ pub fn record(state: &mut State, member: String, cost: u64, ttl: Micros, now: Mi
     });
 }
 
+/// The leases as they are at `now`: (free slots, time until the last lease expires). What
+/// Status reports.
+pub fn peek(state: &State, limit: u64, now: Micros) -> (u64, Micros) {
+    let used: u64 = state.live(now).map(|l| l.cost).sum();
+    let latest = state.live(now).map(|l| l.expires_at).max();
+    (limit.saturating_sub(used), latest.map_or(0, |t| t - now))
+}
+
 /// Decides and, when allowed, takes the lease `member`: the single-check twin of
 /// `lua/concurrency.lua`.
 pub fn concurrency(

@@ -70,6 +70,19 @@ pub fn commit(state: &mut State, policy: &Policy, now: Micros, cost: u64) {
     *state = decide(state, policy.limit(), policy.period(), now, cost).1;
 }
 
+/// The window as it is at `now`: (units left, time until it resets). What Status reports.
+pub fn peek(state: &State, policy: &Policy, now: Micros) -> (u64, Micros) {
+    let (limit, period) = (policy.limit(), policy.period());
+    let start = now - now % period;
+    let count = if state.window == start {
+        state.count
+    } else {
+        0
+    };
+    let reset = if count > 0 { start + period - now } else { 0 };
+    (limit.saturating_sub(count), reset)
+}
+
 /// Decides and, when allowed, consumes: the single-check twin of `lua/fixed_window.lua`.
 pub fn fixed_window(state: &mut State, policy: &Policy, now: Micros, cost: u64) -> CheckOutcome {
     let (outcome, next) = decide(state, policy.limit(), policy.period(), now, cost);

@@ -92,6 +92,18 @@ pub fn commit(state: &mut State, policy: &Policy, now: Micros, cost: u64) {
     record(state, policy.period(), now, cost);
 }
 
+/// The log as it is at `now`: (units left, time until every entry has expired). What
+/// Status reports.
+pub fn peek(state: &State, policy: &Policy, now: Micros) -> (u64, Micros) {
+    let period = policy.period();
+    let n: u64 = state.live(period, now).map(|&(_, k)| k).sum();
+    let newest = state.live(period, now).last().map(|&(t, _)| t);
+    (
+        policy.limit().saturating_sub(n),
+        newest.map_or(0, |t| t + period - now),
+    )
+}
+
 /// Decides and, when allowed, consumes: the single-check twin of `lua/sliding_log.lua`.
 pub fn sliding_log(state: &mut State, policy: &Policy, now: Micros, cost: u64) -> CheckOutcome {
     let outcome = check(state, policy, now, cost);

@@ -119,6 +119,30 @@ pub fn commit(state: &mut State, policy: &Policy, now: Micros, cost: u64) {
     *state = decide(state, policy.limit(), policy.period(), now, cost).1;
 }
 
+/// The limit as it is at `now`: (units left, time until fully available). What Status
+/// reports; the same values a denial carries.
+pub fn peek(state: &State, policy: &Policy, now: Micros) -> (u64, Micros) {
+    let (limit, period) = (policy.limit(), policy.period());
+    let start = now - now % period;
+    let (cur, prev) = if state.window == start {
+        (state.cur, state.prev)
+    } else if state.window + period == start {
+        (0, state.cur)
+    } else {
+        (0, 0)
+    };
+    let left = limit as f64 - estimate(prev, cur, period, now - start);
+    let remaining = if left > 0.0 { left.floor() as u64 } else { 0 };
+    let reset = if cur > 0 {
+        start + 2 * period - now
+    } else if prev > 0 {
+        start + period - now
+    } else {
+        0
+    };
+    (remaining, reset)
+}
+
 /// Decides and, when allowed, consumes: the single-check twin of `lua/sliding_window.lua`.
 pub fn sliding_window(state: &mut State, policy: &Policy, now: Micros, cost: u64) -> CheckOutcome {
     let (outcome, next) = decide(state, policy.limit(), policy.period(), now, cost);

@@ -73,6 +73,16 @@ pub fn decide(state: &State, t: Micros, cap: u64, now: Micros, cost: u64) -> (Ch
     }
 }
 
+/// The bucket as it is at `now`: (whole tokens left, time until full). What Status reports.
+pub fn peek(state: &State, policy: &Policy, now: Micros) -> (u64, Micros) {
+    let (t, tau) = (
+        policy.emission_interval(),
+        policy.capacity() * policy.emission_interval(),
+    );
+    let tat = state.tat.max(now);
+    (tau.saturating_sub(tat - now) / t, tat - now)
+}
+
 /// Decides and, when allowed, consumes: the single-check twin of `lua/token_bucket.lua`.
 pub fn token_bucket(state: &mut State, policy: &Policy, now: Micros, cost: u64) -> CheckOutcome {
     let (outcome, next) = decide(

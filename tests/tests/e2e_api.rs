@@ -89,6 +89,7 @@ on_both_stores!(3, CONFIG =>
     exact_configured_policies_and_reset,
 );
 on_both_stores!(1, CONFIG => validation_over_the_wire, health_and_reflection);
+on_both_stores!(1, CONFIG => exact_status_reads_the_limit_as_it_is, renew_grants_the_inline_lease_ttl);
 on_both_stores!(1, CONFIG_NO_INLINE => inline_policies_disabled);
 
 #[track_caller]
@@ -1249,4 +1250,66 @@ async fn exact_script_flush_mid_test() {
     assert!(cs[0].release(&ns, "c", &lease).await.unwrap());
     script_flush(&mut redis).await;
     assert!(!cs[1].release(&ns, "c", &lease).await.unwrap());
+}
+
+/// Status reports the limit as it is (remaining, reset_after), consuming nothing; only
+/// `allowed` and `retry_after` answer for the cost asked about.
+async fn exact_status_reads_the_limit_as_it_is(urls: &[String]) {
+    let client = Client::connect(&urls[0]).await.unwrap();
+    let ns = unique_namespace("status");
+    let tb = Policy::token_bucket(5, HOUR);
+    let fresh = client.status(&ns, "k", tb.clone(), 2).await.unwrap();
+    assert!(fresh.allowed);
+    assert_eq!(
+        (fresh.remaining, fresh.reset_after),
+        (5, Duration::ZERO),
+        "{fresh:?}"
+    );
+    let d = client
+        .acquire(&ns)
+        .check("k", tb.clone())
+        .cost(2)
+        .send()
+        .await
+        .unwrap();
+    ok(&d, "take 2 of 5");
+    let after = client.status(&ns, "k", tb.clone(), 4).await.unwrap();
+    assert_eq!(after.remaining, 3, "{after:?}");
+    assert!(
+        !after.allowed && after.retry_after > Duration::ZERO,
+        "{after:?}"
+    );
+    assert!(after.reset_after > Duration::from_secs(1400), "{after:?}");
+    let again = client.status(&ns, "k", tb, 1).await.unwrap();
+    assert_eq!(again.remaining, 3, "Status must consume nothing: {again:?}");
+    let cc = Policy::concurrency(3);
+    let free = client.status(&ns, "c", cc.clone(), 1).await.unwrap();
+    assert_eq!(
+        (free.remaining, free.reset_after),
+        (3, Duration::ZERO),
+        "{free:?}"
+    );
+}
+
+/// Renew without a ttl grants the lease the lifetime it was taken with, also for an
+/// inline policy (whose lease_ttl the server cannot look up by name).
+async fn renew_grants_the_inline_lease_ttl(urls: &[String]) {
+    let client = Client::connect(&urls[0]).await.unwrap();
+    let ns = unique_namespace("renew");
+    let policy = Policy::concurrency(1).lease_ttl(Duration::from_secs(7));
+    let d = client
+        .acquire(&ns)
+        .check("db", policy)
+        .send()
+        .await
+        .unwrap();
+    ok(&d, "take the lease");
+    let lease = d.leases().next().expect("a lease id").to_owned();
+    let granted = client.renew(&ns, "db", &lease, None).await.unwrap();
+    assert_eq!(granted, Duration::from_secs(7));
+    let granted = client
+        .renew(&ns, "db", &lease, Some(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    assert_eq!(granted, Duration::from_secs(2));
 }

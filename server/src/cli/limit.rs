@@ -16,9 +16,8 @@ use super::{
 A limit is (namespace, key, policy): give the same --policy, or the same --limit,
 --algorithm and --burst, as the requests that use it.
 
-`show` asks the server what a request of cost 1 would get now, consuming nothing; when it
-would be allowed, \"after it\" is what that request would leave (JSON: next_allowed, and
-remaining / reset_after_ms as the server reports them).
+`show` reads the limit as it is, consuming nothing: what is left, when it is full again,
+and whether a request of cost 1 would be admitted now (JSON: next_allowed).
 
 Examples:
   floodgate limit show --namespace shop user:42 --limit 10/s
@@ -81,27 +80,20 @@ async fn show(t: Target) -> anyhow::Result<ExitCode> {
         println!("{out}");
         return Ok(ExitCode::SUCCESS);
     }
-    // Status answers as an Acquire of cost 1 would, consuming nothing: when that request
-    // would be allowed, `remaining` and `reset_after` are what it would leave.
+    // Status reads the limit as it is; `allowed` and `retry_after` answer for cost 1.
     println!("{} in {} ({description})", t.key, t.namespace);
+    println!(
+        "  remaining  {} of {}, full in {}",
+        c.remaining,
+        c.limit,
+        human_duration(c.reset_after)
+    );
     if c.allowed {
         println!("  now        a request of cost 1 would be allowed");
-        println!(
-            "  after it   {} of {} left, full in {}",
-            c.remaining,
-            c.limit,
-            human_duration(c.reset_after)
-        );
     } else {
         println!(
             "  now        a request of cost 1 would be denied; retry in {}",
             human_duration(c.retry_after)
-        );
-        println!(
-            "  remaining  {} of {}, full in {}",
-            c.remaining,
-            c.limit,
-            human_duration(c.reset_after)
         );
     }
     println!("  policy     {}", c.policy);
