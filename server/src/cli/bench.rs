@@ -43,6 +43,10 @@ Examples:
 pub struct BenchArgs {
     #[command(flatten)]
     server: ServerArgs,
+    /// Threads of the load generator [default: one per core]. On a machine the server
+    /// shares, `--threads 1` with `serve --worker-threads 1` gives each process a core.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
     /// Requests in flight at once (one task each).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     concurrency: u64,

@@ -42,10 +42,17 @@ pub enum Command {
 /// Parses the process arguments and runs the subcommand; errors print as `error: …`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    let threads = match &cli.command {
+        Command::Serve(a) => a.worker_threads,
+        Command::Bench(a) => a.threads,
+        // One-shot commands need no more.
+        _ => Some(2),
+    };
+    if let Some(n) = threads {
+        builder.worker_threads(usize::from(n));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

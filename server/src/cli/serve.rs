@@ -36,6 +36,9 @@ pub struct ServeArgs {
     /// How to talk to Redis: one multiplexed connection, or a pool of exclusive ones.
     #[arg(long, env = "FLOODGATE_REDIS_CONNECTION", value_parser = parse_mode)]
     pub redis_connection: Option<ConnectionMode>,
+    /// Threads serving calls [default: one per core].
+    #[arg(long, env = "FLOODGATE_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
     /// Log format.
     #[arg(long, env = "FLOODGATE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
