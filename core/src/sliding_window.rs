@@ -32,6 +32,33 @@ impl State {
     }
 }
 
+/// The current window's start and the (current, previous) counts as of `now`.
+fn counts(state: &State, period: Micros, now: Micros) -> (Micros, u64, u64) {
+    let start = now - now % period;
+    if state.window == start {
+        (start, state.cur, state.prev)
+    } else if state.window + period == start {
+        (start, 0, state.cur)
+    } else {
+        (start, 0, 0)
+    }
+}
+
+/// Time until both windows' counts have stopped weighing.
+fn reset_after(start: Micros, period: Micros, now: Micros, cur: u64, prev: u64) -> Micros {
+    if cur > 0 {
+        start + 2 * period - now
+    } else if prev > 0 {
+        start + period - now
+    } else {
+        0
+    }
+}
+
+fn floor_remaining(x: f64) -> u64 {
+    if x > 0.0 { x.floor() as u64 } else { 0 }
+}
+
 fn estimate(prev: u64, cur: u64, period: Micros, elapsed: Micros) -> f64 {
     prev as f64 * (period - elapsed) as f64 / period as f64 + cur as f64
 }
@@ -44,26 +71,10 @@ pub fn decide(
     now: Micros,
     cost: u64,
 ) -> (CheckOutcome, State) {
-    let start = now - now % period;
+    let (start, cur, prev) = counts(state, period, now);
     let e = now - start;
-    let (cur, prev) = if state.window == start {
-        (state.cur, state.prev)
-    } else if state.window + period == start {
-        (0, state.cur)
-    } else {
-        (0, 0)
-    };
     let est = estimate(prev, cur, period, e);
-    let reset_after = |cur: u64| {
-        if cur > 0 {
-            start + 2 * period - now
-        } else if prev > 0 {
-            start + period - now
-        } else {
-            0
-        }
-    };
-    let floor_remaining = |x: f64| if x > 0.0 { x.floor() as u64 } else { 0 };
+    let reset_after = |cur: u64| reset_after(start, period, now, cur, prev);
     if est + cost as f64 <= limit as f64 {
         let next = State {
             window: start,
@@ -123,24 +134,12 @@ pub fn commit(state: &mut State, policy: &Policy, now: Micros, cost: u64) {
 /// reports; the same values a denial carries.
 pub fn peek(state: &State, policy: &Policy, now: Micros) -> (u64, Micros) {
     let (limit, period) = (policy.limit(), policy.period());
-    let start = now - now % period;
-    let (cur, prev) = if state.window == start {
-        (state.cur, state.prev)
-    } else if state.window + period == start {
-        (0, state.cur)
-    } else {
-        (0, 0)
-    };
+    let (start, cur, prev) = counts(state, period, now);
     let left = limit as f64 - estimate(prev, cur, period, now - start);
-    let remaining = if left > 0.0 { left.floor() as u64 } else { 0 };
-    let reset = if cur > 0 {
-        start + 2 * period - now
-    } else if prev > 0 {
-        start + period - now
-    } else {
-        0
-    };
-    (remaining, reset)
+    (
+        floor_remaining(left),
+        reset_after(start, period, now, cur, prev),
+    )
 }
 
 /// Decides and, when allowed, consumes: the single-check twin of `lua/sliding_window.lua`.

@@ -325,19 +325,24 @@ proptest! {
     }
 }
 
+/// A policy from plain numbers (period and lease TTL in µs).
+fn fixed(algorithm: Algorithm, limit: u64, period: Micros, lease_ttl: Option<Micros>) -> Policy {
+    Policy::new(PolicySpec {
+        algorithm,
+        limit,
+        period,
+        burst: 0,
+        fail_mode: None,
+        lease_ttl,
+        shadow: false,
+    })
+    .unwrap()
+}
+
 /// Regressions found while building the model, pinned with fixed inputs.
 #[test]
 fn sliding_window_retry_after_is_honest_across_the_window_edge() {
-    let policy = Policy::new(PolicySpec {
-        algorithm: Algorithm::SlidingWindow,
-        limit: 7,
-        period: 1_000_000,
-        burst: 0,
-        fail_mode: None,
-        lease_ttl: None,
-        shadow: false,
-    })
-    .unwrap();
+    let policy = fixed(Algorithm::SlidingWindow, 7, 1_000_000, None);
     let mut steps = vec![Step::Acquire {
         advance: 999_000,
         cost_per_mille: 1000,
@@ -365,16 +370,7 @@ fn pttl(key: &str) -> i64 {
 #[test]
 fn every_key_gets_a_ttl() {
     for algorithm in Algorithm::ALL {
-        let policy = Policy::new(PolicySpec {
-            algorithm,
-            limit: 10,
-            period: 2_000_000,
-            burst: 0,
-            fail_mode: None,
-            lease_ttl: Some(2_000_000),
-            shadow: false,
-        })
-        .unwrap();
+        let policy = fixed(algorithm, 10, 2_000_000, Some(2_000_000));
         let check = Check::new(policy);
         let member =
             (algorithm == Algorithm::Concurrency).then(|| concurrency::member(1, "ttltest"));
@@ -399,16 +395,7 @@ fn every_key_gets_a_ttl() {
 #[test]
 fn status_never_writes() {
     for algorithm in Algorithm::ALL {
-        let policy = Policy::new(PolicySpec {
-            algorithm,
-            limit: 1,
-            period: 60_000_000,
-            burst: 0,
-            fail_mode: None,
-            lease_ttl: None,
-            shadow: false,
-        })
-        .unwrap();
+        let policy = fixed(algorithm, 1, 60_000_000, None);
         let check = Check::new(policy);
         for _ in 0..3 {
             let d = on_redis(&plan(&[(&check, 1, None)], T0, false));
@@ -431,29 +418,9 @@ fn status_never_writes() {
 /// store reloads its scripts on `NOSCRIPT` and keeps deciding.
 #[test]
 fn script_flush_recovers_pyratelimiter_182() {
-    let policy = Policy::new(PolicySpec {
-        algorithm: Algorithm::FixedWindow,
-        limit: 3,
-        period: 60_000_000,
-        burst: 0,
-        fail_mode: None,
-        lease_ttl: None,
-        shadow: false,
-    })
-    .unwrap();
+    let policy = fixed(Algorithm::FixedWindow, 3, 60_000_000, None);
     let check = Check::new(policy);
-    let leases = Check::new(
-        Policy::new(PolicySpec {
-            algorithm: Algorithm::Concurrency,
-            limit: 1,
-            period: 0,
-            burst: 0,
-            fail_mode: None,
-            lease_ttl: None,
-            shadow: false,
-        })
-        .unwrap(),
-    );
+    let leases = Check::new(fixed(Algorithm::Concurrency, 1, 0, None));
     let mut c = redis::Client::open(harness().url.as_str())
         .unwrap()
         .get_connection()
@@ -477,16 +444,7 @@ fn script_flush_recovers_pyratelimiter_182() {
 /// A request record replays the first answer (with its lease) and consumes nothing more.
 #[test]
 fn request_record_replays_the_first_answer() {
-    let policy = Policy::new(PolicySpec {
-        algorithm: Algorithm::Concurrency,
-        limit: 2,
-        period: 0,
-        burst: 0,
-        fail_mode: None,
-        lease_ttl: None,
-        shadow: false,
-    })
-    .unwrap();
+    let policy = fixed(Algorithm::Concurrency, 2, 0, None);
     let check = Check::new(policy);
     let record = format!("{}:req:{}", check.key, unique("r"));
     let mut first = plan(
