@@ -63,11 +63,16 @@ fn algorithms(c: &mut Criterion) {
     });
     let p = policy(Algorithm::Concurrency, 16);
     let (mut s, mut now) = (concurrency::State::default(), T0);
-    let member = concurrency::member(1, "bench");
+    // Distinct lease ids, as the server's UUIDs are; about 10 leases are live at a time.
+    let members: Vec<String> = (0..16)
+        .map(|i| concurrency::member(1, &format!("bench{i}")))
+        .collect();
+    let mut i = 0;
     g.bench_function("concurrency (16 slots)", |b| {
         b.iter(|| {
             now += 100_000;
-            concurrency::concurrency(&mut s, &p, &member, now, 1)
+            i = (i + 1) % members.len();
+            concurrency::concurrency(&mut s, &p, &members[i], now, 1)
         })
     });
     g.finish();
