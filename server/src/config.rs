@@ -32,6 +32,8 @@ pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     /// Redis URL; none means the in-memory store.
     pub redis_url: Option<String>,
+    /// HTTP side port (metrics, health).
+    pub http_listen: Option<SocketAddr>,
     /// First segment of every Redis key.
     pub key_prefix: Option<String>,
     /// Whether requests may carry inline policies.
@@ -83,6 +85,8 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     /// `--redis` / `FLOODGATE_REDIS_URL`.
     pub redis_url: Option<String>,
+    /// `--http-listen` / `FLOODGATE_HTTP_LISTEN`.
+    pub http_listen: Option<SocketAddr>,
     /// `--store-timeout` / `FLOODGATE_STORE_TIMEOUT`.
     pub store_timeout: Option<Duration>,
     /// `--redis-connection`.
@@ -96,6 +100,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Redis URL; `None` serves from memory.
     pub redis_url: Option<String>,
+    /// HTTP side port for /metrics, /healthz, /readyz (default 127.0.0.1:8080).
+    pub http_listen: SocketAddr,
     /// Key prefix (default `fg`).
     pub key_prefix: String,
     /// Whether inline policies are accepted (default true).
@@ -152,6 +158,11 @@ pub fn build_policy(name: &str, p: &PolicyConfig, max_log: u64) -> Result<Policy
     let at = |e: &dyn std::fmt::Display| ConfigError::Invalid(format!("policies.{name}.{e}"));
     validate_policy_name(name)
         .map_err(|e| ConfigError::Invalid(format!("policies.{name}: {e}")))?;
+    if crate::validate::is_inline_ref(name) {
+        return Err(ConfigError::Invalid(format!(
+            "policies.{name}: names of the form i-<12 hex digits> are reserved for inline policies"
+        )));
+    }
     let algorithm = Algorithm::from_name(&p.algorithm).map_err(|e| at(&e))?;
     let fail_mode = p
         .fail_mode
@@ -240,6 +251,10 @@ impl Config {
                 .or(file.listen)
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051))),
             redis_url: o.redis_url.or(file.redis_url).filter(|u| !u.is_empty()),
+            http_listen: o
+                .http_listen
+                .or(file.http_listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
             key_prefix,
             inline_policies: file.inline_policies.unwrap_or(true),
             default_fail_mode,

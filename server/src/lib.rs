@@ -4,6 +4,8 @@
 //! - [`cli`]: the `floodgate` subcommands (`serve`, `acquire`, `limit`, `bench`); `main.rs`
 //!   only calls [`cli::main`].
 //! - [`config`]: the TOML file, environment and flags, merged and validated.
+//! - [`http`]: the HTTP side port (`/metrics`, `/healthz`, `/readyz`).
+//! - [`metrics`]: metric names and where they are recorded.
 //! - [`server`]: transport — services, health and reflection on a listener, graceful drain.
 //! - [`service`]: the gRPC services (`RateLimiter`, `Admin`) and their shared state.
 //! - [`validate`]: wire requests into store plans; every rule checked once at the edge.
@@ -15,7 +17,9 @@
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod http;
 pub mod keys;
+pub mod metrics;
 pub mod server;
 pub mod service;
 pub mod store;

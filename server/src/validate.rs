@@ -259,6 +259,14 @@ pub fn status_plan(
     })
 }
 
+/// Whether a policy reference is an inline policy's fingerprint (`i-` + 12 hex digits)
+/// rather than a configured name.
+pub fn is_inline_ref(policy_ref: &str) -> bool {
+    policy_ref.len() == 14
+        && policy_ref.starts_with("i-")
+        && policy_ref[2..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// The lease id an admitted concurrency check hands out: `<policy>~<ttl_ms>~<member>`,
 /// where the member is `<cost>~<id>`. The policy part finds the lease set from namespace
 /// and key alone; the TTL lets `Renew` without a ttl grant the lease's own lifetime, also

@@ -187,6 +187,15 @@ impl TestRedis {
             .expect("cannot connect to the test Redis")
     }
 
+    /// Kills our private server (it stays down until [`TestRedis::restart_empty`]).
+    pub fn stop(&mut self) {
+        let Some(child) = self.child.as_mut() else {
+            panic!("stop needs a private redis-server (TestRedis::private)");
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
     /// Kills our private server and starts a fresh, empty one on the same port.
     pub fn restart_empty(&mut self) {
         let (Some(child), Some(port), Some(dir)) =

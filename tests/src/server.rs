@@ -29,6 +29,8 @@ pub struct TestServer {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     url: String,
+    /// `http://127.0.0.1:PORT` of the HTTP side port (metrics, health).
+    http_url: String,
     /// Everything the server logged so far.
     logs: Arc<Mutex<Vec<String>>>,
     /// Keeps the config file alive.
@@ -59,7 +61,8 @@ impl TestServer {
     /// Starts a server and waits until it listens.
     pub fn start(opts: ServerOptions) -> Self {
         let mut cmd = Command::new(binary());
-        cmd.arg("serve").args(["--listen", "127.0.0.1:0"]);
+        cmd.arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"]);
         let timeout = opts.store_timeout.unwrap_or(Duration::from_secs(5));
         cmd.arg("--store-timeout")
             .arg(format!("{}ms", timeout.as_millis()));
@@ -77,6 +80,7 @@ impl TestServer {
         cmd.args(&opts.extra_args);
         for var in [
             "FLOODGATE_LISTEN",
+            "FLOODGATE_HTTP_LISTEN",
             "FLOODGATE_REDIS_URL",
             "FLOODGATE_CONFIG",
             "FLOODGATE_STORE_TIMEOUT",
@@ -92,25 +96,36 @@ impl TestServer {
             .expect("cannot start the floodgate test server");
         let stderr = child.stderr.take().expect("piped stderr");
         let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::channel::<(bool, String)>();
         let sink = logs.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(i) = line.find("gRPC listening on ") {
-                    let addr = line[i + "gRPC listening on ".len()..]
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned();
-                    let _ = tx.send(addr);
+                for (grpc, marker) in [(true, "gRPC listening on "), (false, "HTTP listening on ")]
+                {
+                    if let Some(i) = line.find(marker) {
+                        let addr = line[i + marker.len()..]
+                            .split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned();
+                        let _ = tx.send((grpc, addr));
+                    }
                 }
                 sink.lock().unwrap().push(line);
             }
         });
         let deadline = Instant::now() + Duration::from_secs(30);
+        let (mut grpc, mut http) = (None, None);
         let addr = loop {
-            if let Ok(addr) = rx.recv_timeout(Duration::from_millis(50)) {
-                break addr;
+            if let Ok((is_grpc, addr)) = rx.recv_timeout(Duration::from_millis(50)) {
+                if is_grpc {
+                    grpc = Some(addr)
+                } else {
+                    http = Some(addr)
+                }
+            }
+            if let (Some(g), Some(h)) = (&grpc, &http) {
+                break (g.clone(), h.clone());
             }
             if let Ok(Some(status)) = child.try_wait() {
                 std::thread::sleep(Duration::from_millis(100));
@@ -129,7 +144,8 @@ impl TestServer {
         };
         Self {
             child,
-            url: format!("http://{addr}"),
+            url: format!("http://{}", addr.0),
+            http_url: format!("http://{}", addr.1),
             logs,
             _config: config,
         }
@@ -155,6 +171,11 @@ impl TestServer {
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// `http://127.0.0.1:PORT` of the HTTP side port (`/metrics`, `/healthz`, `/readyz`).
+    pub fn http_url(&self) -> &str {
+        &self.http_url
     }
 
     /// The process id.

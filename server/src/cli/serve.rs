@@ -7,7 +7,7 @@ use tracing::{info, warn};
 
 use crate::{
     config::{Config, Overrides},
-    server,
+    http, server,
     service::state::AppState,
     store::{
         Store,
@@ -23,6 +23,9 @@ pub struct ServeArgs {
     /// gRPC listen address [default: 127.0.0.1:50051; port 0 picks a free port].
     #[arg(long, env = "FLOODGATE_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// HTTP side port for /metrics, /healthz and /readyz [default: 127.0.0.1:8080].
+    #[arg(long, env = "FLOODGATE_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
     /// Redis URL (redis://host:port/db). Without it the in-memory store serves this
     /// instance alone.
     #[arg(long = "redis", env = "FLOODGATE_REDIS_URL")]
@@ -96,10 +99,38 @@ async fn serve_with<S: Store>(store: S, config: Config) -> anyhow::Result<()> {
             config.listen
         )
     })?;
+    let http_listener = TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} for HTTP (metrics, health); pick another with --http-listen",
+                config.http_listen
+            )
+        })?;
     let addr = listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
     info!(store = %store.describe(), policies = config.policies.len(), "gRPC listening on {addr}");
+    info!("HTTP listening on {http_addr} (/metrics, /healthz, /readyz)");
+    let metrics = crate::metrics::install();
     let state = AppState::new(store, config);
-    server::run(state, listener, shutdown_signal()).await
+    // One signal stops both listeners.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let http = tokio::spawn(http::run(
+        state.clone(),
+        metrics,
+        http_listener,
+        wait(stopped.clone()),
+    ));
+    server::run(state, listener, wait(stopped)).await?;
+    http.await??;
+    Ok(())
 }
 
 /// Runs `floodgate serve`.
@@ -110,6 +141,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Overrides {
             listen: args.listen,
             redis_url: args.redis_url,
+            http_listen: args.http_listen,
             store_timeout: args.store_timeout,
             redis_connection: args.redis_connection,
         },

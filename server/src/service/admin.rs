@@ -4,7 +4,7 @@ use std::sync::Arc;
 use floodgate_proto::v1::{self as pb, admin_server::Admin};
 use tonic::{Request, Response, Status};
 
-use super::state::AppState;
+use super::{observed, state::AppState};
 use crate::{store::Store, validate};
 
 /// The Admin service over a store.
@@ -27,19 +27,22 @@ impl<S: Store> Admin for AdminService<S> {
         &self,
         request: Request<pb::ResetLimitRequest>,
     ) -> Result<Response<pb::ResetLimitResponse>, Status> {
-        let req = request.into_inner();
-        let plan = validate::status_plan(
-            &req.namespace,
-            req.check.as_ref(),
-            &self.state.config.load(),
-            &self.state.keys,
-        )?;
-        let key = &plan.checks[0].key;
-        let existed = self
-            .state
-            .with_deadline(self.state.store.reset(key))
-            .await?;
-        tracing::info!(namespace = %req.namespace, key = %key, existed, "limit reset");
-        Ok(Response::new(pb::ResetLimitResponse { existed }))
+        observed("ResetLimit", async move {
+            let req = request.into_inner();
+            let plan = validate::status_plan(
+                &req.namespace,
+                req.check.as_ref(),
+                &self.state.config.load(),
+                &self.state.keys,
+            )?;
+            let key = &plan.checks[0].key;
+            let existed = self
+                .state
+                .with_deadline("reset", self.state.store.reset(key))
+                .await?;
+            tracing::info!(namespace = %req.namespace, key = %key, existed, "limit reset");
+            Ok(Response::new(pb::ResetLimitResponse { existed }))
+        })
+        .await
     }
 }

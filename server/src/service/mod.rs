@@ -6,3 +6,16 @@
 pub mod admin;
 pub mod rate_limiter;
 pub mod state;
+
+/// Runs one RPC's body and counts it by its status code.
+pub(crate) async fn observed<T>(
+    rpc: &'static str,
+    body: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    let result = body.await;
+    let code = result
+        .as_ref()
+        .map_or_else(tonic::Status::code, |_| tonic::Code::Ok);
+    crate::metrics::request(rpc, code);
+    result
+}

@@ -8,9 +8,10 @@ use floodgate_core::{
 use floodgate_proto::v1::{self as pb, rate_limiter_server::RateLimiter};
 use tonic::{Request, Response, Status};
 
-use super::state::AppState;
+use super::{observed, state::AppState};
 use crate::{
     error::Error,
+    metrics,
     store::{PlannedCheck, Store},
     validate::{self, to_duration},
 };
@@ -51,88 +52,122 @@ impl<S: Store> RateLimiter for RateLimiterService<S> {
         &self,
         request: Request<pb::AcquireRequest>,
     ) -> Result<Response<pb::AcquireResponse>, Status> {
-        let req = request.into_inner();
-        let plan = validate::acquire_plan(&req, &self.state.config.load(), &self.state.keys)?;
-        let (decision, degraded) = self.state.decide(&plan).await?;
-        let retry_after = plan
-            .checks
-            .iter()
-            .zip(&decision.checks)
-            .filter(|(c, o)| !o.allowed && !c.policy.shadow())
-            .map(|(_, o)| o.retry_after)
-            .max()
-            .unwrap_or(0);
-        let checks = plan
-            .checks
-            .iter()
-            .zip(&decision.checks)
-            .zip(&decision.leases)
-            .map(|((c, o), l)| check_result(c, o, l.as_ref()))
-            .collect();
-        Ok(Response::new(pb::AcquireResponse {
-            allowed: decision.allowed,
-            retry_after: Some(to_duration(retry_after)),
-            checks,
-            breakers: Vec::new(),
-            degraded,
-        }))
+        observed("Acquire", async move {
+            let req = request.into_inner();
+            let plan = validate::acquire_plan(&req, &self.state.config.load(), &self.state.keys)?;
+            let (decision, degraded) = self.state.decide(&plan).await?;
+            for (c, o) in plan.checks.iter().zip(&decision.checks) {
+                let result = match (o.allowed, c.policy.shadow()) {
+                    (true, _) => "allowed",
+                    (false, true) => "shadow_denied",
+                    (false, false) => "denied",
+                };
+                // Inline fingerprints are unbounded; they count under one label.
+                let inline = validate::is_inline_ref(&c.policy_ref);
+                metrics::decision(
+                    &req.namespace,
+                    if inline { "inline" } else { &c.policy_ref },
+                    result,
+                );
+            }
+            let retry_after = plan
+                .checks
+                .iter()
+                .zip(&decision.checks)
+                .filter(|(c, o)| !o.allowed && !c.policy.shadow())
+                .map(|(_, o)| o.retry_after)
+                .max()
+                .unwrap_or(0);
+            let checks = plan
+                .checks
+                .iter()
+                .zip(&decision.checks)
+                .zip(&decision.leases)
+                .map(|((c, o), l)| check_result(c, o, l.as_ref()))
+                .collect();
+            Ok(Response::new(pb::AcquireResponse {
+                allowed: decision.allowed,
+                retry_after: Some(to_duration(retry_after)),
+                checks,
+                breakers: Vec::new(),
+                degraded,
+            }))
+        })
+        .await
     }
 
     async fn release(
         &self,
         request: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
-        let req = request.into_inner();
-        let lease =
-            validate::lease_target(&req.namespace, &req.key, &req.lease_id, &self.state.keys)?;
-        let released = self
-            .state
-            .with_deadline(self.state.store.release(&lease.key, &lease.member, None))
-            .await?;
-        Ok(Response::new(pb::ReleaseResponse { released }))
+        observed("Release", async move {
+            let req = request.into_inner();
+            let lease =
+                validate::lease_target(&req.namespace, &req.key, &req.lease_id, &self.state.keys)?;
+            let released = self
+                .state
+                .with_deadline(
+                    "release",
+                    self.state.store.release(&lease.key, &lease.member, None),
+                )
+                .await?;
+            Ok(Response::new(pb::ReleaseResponse { released }))
+        })
+        .await
     }
 
     async fn renew(
         &self,
         request: Request<pb::RenewRequest>,
     ) -> Result<Response<pb::RenewResponse>, Status> {
-        let req = request.into_inner();
-        let lease =
-            validate::lease_target(&req.namespace, &req.key, &req.lease_id, &self.state.keys)?;
-        let ttl = match validate::duration("ttl", req.ttl.as_ref())? {
-            Some(t) if (MIN_LEASE_TTL..=MAX_PERIOD).contains(&t) => t,
-            Some(_) => {
-                return Err(Error::Invalid("ttl: must be between 1ms and 366 days".into()).into());
-            }
-            // The lifetime the lease was granted with.
-            None => lease.ttl.clamp(MIN_LEASE_TTL, MAX_PERIOD),
-        };
-        let granted = self
-            .state
-            .with_deadline(self.state.store.renew(&lease.key, &lease.member, ttl, None))
-            .await?
-            .ok_or(Error::LeaseNotFound)?;
-        Ok(Response::new(pb::RenewResponse {
-            expires_in: Some(to_duration(granted)),
-        }))
+        observed("Renew", async move {
+            let req = request.into_inner();
+            let lease =
+                validate::lease_target(&req.namespace, &req.key, &req.lease_id, &self.state.keys)?;
+            let ttl = match validate::duration("ttl", req.ttl.as_ref())? {
+                Some(t) if (MIN_LEASE_TTL..=MAX_PERIOD).contains(&t) => t,
+                Some(_) => {
+                    return Err(
+                        Error::Invalid("ttl: must be between 1ms and 366 days".into()).into(),
+                    );
+                }
+                // The lifetime the lease was granted with.
+                None => lease.ttl.clamp(MIN_LEASE_TTL, MAX_PERIOD),
+            };
+            let granted = self
+                .state
+                .with_deadline(
+                    "renew",
+                    self.state.store.renew(&lease.key, &lease.member, ttl, None),
+                )
+                .await?
+                .ok_or(Error::LeaseNotFound)?;
+            Ok(Response::new(pb::RenewResponse {
+                expires_in: Some(to_duration(granted)),
+            }))
+        })
+        .await
     }
 
     async fn status(
         &self,
         request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::CheckResult>, Status> {
-        let req = request.into_inner();
-        let plan = validate::status_plan(
-            &req.namespace,
-            req.check.as_ref(),
-            &self.state.config.load(),
-            &self.state.keys,
-        )?;
-        let decision = self.state.decide_strict(&plan).await?;
-        Ok(Response::new(check_result(
-            &plan.checks[0],
-            &decision.checks[0],
-            None,
-        )))
+        observed("Status", async move {
+            let req = request.into_inner();
+            let plan = validate::status_plan(
+                &req.namespace,
+                req.check.as_ref(),
+                &self.state.config.load(),
+                &self.state.keys,
+            )?;
+            let decision = self.state.decide_strict(&plan).await?;
+            Ok(Response::new(check_result(
+                &plan.checks[0],
+                &decision.checks[0],
+                None,
+            )))
+        })
+        .await
     }
 }

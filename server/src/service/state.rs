@@ -1,6 +1,6 @@
 //! What every service shares: the store, the live configuration and the key builder, and
 //! the one place a store call gets its deadline and its fail mode.
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 use arc_swap::ArcSwap;
 use floodgate_core::{CheckOutcome, FailMode};
@@ -10,6 +10,7 @@ use crate::{
     config::Config,
     error::Error,
     keys::Keys,
+    metrics,
     store::{AcquirePlan, Store, StoreDecision, StoreError, memory::MemoryStore},
 };
 
@@ -37,43 +38,50 @@ impl<S: Store> AppState<S> {
         })
     }
 
+    /// Runs one store call within `store_timeout`, recording its latency and any error.
+    pub async fn timed<T>(
+        &self,
+        op: &'static str,
+        f: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let timeout = self.config.load().store_timeout;
+        let started = Instant::now();
+        let result = tokio::time::timeout(timeout, f)
+            .await
+            .unwrap_or(Err(StoreError::Timeout(timeout)));
+        metrics::store_call(op, started.elapsed(), result.as_ref().err());
+        result
+    }
+
     /// Runs `plan` on the store within its deadline. When the store fails or is late, each
     /// check's fail mode decides and the answer is `degraded` (the bool).
     pub async fn decide(&self, plan: &AcquirePlan) -> Result<(StoreDecision, bool), Error> {
-        let config = self.config.load();
-        let result = tokio::time::timeout(config.store_timeout, self.store.acquire(plan))
-            .await
-            .unwrap_or(Err(StoreError::Timeout(config.store_timeout)));
-        match result {
+        match self.timed("acquire", self.store.acquire(plan)).await {
             Ok(d) => Ok((d, false)),
             Err(e) => {
                 warn!(error = %e, "store failed; fail modes decide");
-                Ok((
-                    self.fail_mode_decision(plan, config.default_fail_mode)
-                        .await,
-                    true,
-                ))
+                metrics::degraded(match e {
+                    StoreError::Timeout(_) => "timeout",
+                    _ => "error",
+                });
+                let default = self.config.load().default_fail_mode;
+                Ok((self.fail_mode_decision(plan, default).await, true))
             }
         }
     }
 
-    /// Runs a plan that must not be answered without the store (Status, admin reads).
+    /// Runs a plan that must not be answered without the store (Status).
     pub async fn decide_strict(&self, plan: &AcquirePlan) -> Result<StoreDecision, Error> {
-        let timeout = self.config.load().store_timeout;
-        Ok(tokio::time::timeout(timeout, self.store.acquire(plan))
-            .await
-            .unwrap_or(Err(StoreError::Timeout(timeout)))?)
+        Ok(self.timed("status", self.store.acquire(plan)).await?)
     }
 
-    /// Runs a store call within the deadline.
+    /// Runs a store call within the deadline; a failure is the caller's error.
     pub async fn with_deadline<T>(
         &self,
+        op: &'static str,
         f: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, Error> {
-        let timeout = self.config.load().store_timeout;
-        Ok(tokio::time::timeout(timeout, f)
-            .await
-            .unwrap_or(Err(StoreError::Timeout(timeout)))?)
+        Ok(self.timed(op, f).await?)
     }
 
     /// The answer without the store: a `closed` check denies everything; `local` checks are

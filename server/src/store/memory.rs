@@ -202,6 +202,10 @@ impl Store for MemoryStore {
         Ok(t.limits.remove(key).is_some_and(|(_, exp)| exp > now))
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     fn describe(&self) -> String {
         "memory".to_owned()
     }

@@ -98,6 +98,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<Micros>, StoreError>> + Send;
     /// Forgets a limit's state; true when there was any.
     fn reset(&self, key: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Checks that the store answers (readiness).
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// A short description for logs and status: `memory`, `redis redis://…`.
     fn describe(&self) -> String;
 }

@@ -229,6 +229,11 @@ impl Store for RedisStore {
         Ok(deleted > 0)
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        let _: String = self.command(&redis::cmd("PING")).await?;
+        Ok(())
+    }
+
     fn describe(&self) -> String {
         format!("redis {}", self.url)
     }
