@@ -155,6 +155,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .map_err(|_| anyhow::anyhow!("Redis at {url} accepted the connection but did not answer within 10s"))?
                 .with_context(|| format!("cannot connect to Redis at {url}; is it running? (or omit --redis to serve from memory)"))?;
             info!(store = %store.describe(), mode = ?config.redis_connection, "serving from Redis: limits are shared by every server on it");
+            match store.maxmemory_policy().await {
+                Some(p) if crate::store::redis::eviction_can_drop_keys(&p) => warn!(
+                    maxmemory_policy = %p,
+                    "Redis may EVICT floodgate's keys under memory pressure (limits would reset, leases vanish); set maxmemory-policy to noeviction or a volatile-* policy"
+                ),
+                Some(p) => {
+                    info!(maxmemory_policy = %p, "Redis eviction policy keeps floodgate's keys")
+                }
+                None => info!(
+                    "could not read Redis's maxmemory-policy (CONFIG GET refused); check that it is noeviction or volatile-*"
+                ),
+            }
             serve_with(store, config).await?;
         }
         None => {

@@ -95,6 +95,16 @@ impl RedisStore {
         Ok(store)
     }
 
+    /// Redis's `maxmemory-policy`, or `None` when `CONFIG GET` is not allowed (managed Redis
+    /// often disables it).
+    pub async fn maxmemory_policy(&self) -> Option<String> {
+        let reply: Vec<String> = self
+            .command(redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy"))
+            .await
+            .ok()?;
+        reply.get(1).cloned()
+    }
+
     /// Loads every script (done at start; `EVALSHA` reloads by itself after a flush).
     pub async fn load_scripts(&self) -> Result<(), StoreError> {
         for script in [&*scripts::ACQUIRE, &*scripts::RELEASE, &*scripts::RENEW] {
@@ -150,6 +160,12 @@ impl RedisStore {
             }
         }
     }
+}
+
+/// Whether a `maxmemory-policy` can evict keys without a TTL (floodgate's dead letters,
+/// breaker state) or live limits: anything but `noeviction` and the `volatile-*` family.
+pub fn eviction_can_drop_keys(policy: &str) -> bool {
+    !(policy == "noeviction" || policy.starts_with("volatile-"))
 }
 
 fn now_arg(now: Option<Micros>) -> String {
@@ -242,6 +258,14 @@ impl Store for RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn eviction_policies() {
+        assert!(!eviction_can_drop_keys("noeviction"));
+        assert!(!eviction_can_drop_keys("volatile-lru"));
+        assert!(eviction_can_drop_keys("allkeys-lru"));
+        assert!(eviction_can_drop_keys("allkeys-random"));
+    }
 
     #[test]
     fn redacts_passwords() {
