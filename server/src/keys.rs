@@ -40,7 +40,8 @@ impl Keys {
     }
 
     /// The stored first answer of an Acquire with a `request_id`, under the hash tag of the
-    /// request's first check: `<prefix>:{<ns>:<key>}:req:<request_id>`.
+    /// request's first check: `<prefix>:{<ns>:<key>}:req:<request_id>`. Request ids contain
+    /// no `}` (validated), so this never equals a limit key of a key containing `}`.
     pub fn request(&self, namespace: &str, first_key: &str, request_id: &str) -> String {
         format!(
             "{}:{{{}:{}}}:req:{}",

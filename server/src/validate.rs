@@ -194,10 +194,16 @@ pub fn acquire_plan(
             ),
         ));
     }
-    if req.request_id.len() > MAX_REQUEST_ID_LEN || req.request_id.chars().any(char::is_control) {
+    // No '}': the record key `<prefix>:{<ns>:<key>}:req:<id>` must never equal a limit key
+    // `<prefix>:{<ns>:<key'>}:<code>:<policy>` of a key that itself contains '}'.
+    if req.request_id.len() > MAX_REQUEST_ID_LEN
+        || req.request_id.chars().any(|c| c.is_control() || c == '}')
+    {
         return Err(invalid(
             "request_id",
-            format!("must be at most {MAX_REQUEST_ID_LEN} bytes without control characters"),
+            format!(
+                "must be at most {MAX_REQUEST_ID_LEN} bytes without control characters or '}}'"
+            ),
         ));
     }
     let mut checks = Vec::with_capacity(req.checks.len());
@@ -399,6 +405,11 @@ mod tests {
         assert!(err(&req(vec![ok.clone(), ok.clone()])).starts_with("checks[1]:"));
         assert!(err(&req(vec![ok.clone(); 17])).starts_with("checks:"));
         assert!(err(&req(vec![])).starts_with("checks:"));
+        // A request id with '}' could name a limit's key ("x}:tb:P" under key "a" is the
+        // token bucket P of key "a}:req:x") and break that limit.
+        let mut r = req(vec![ok.clone()]);
+        r.request_id = "x}:tb:api".into();
+        assert!(err(&r).starts_with("request_id:"));
         let mut bad = ok.clone();
         bad.policy = Some(limit_check::Policy::PolicyName("nope".into()));
         assert!(err(&req(vec![bad])).contains("no policy named"));

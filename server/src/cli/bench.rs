@@ -54,7 +54,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = "10s", value_parser = positive_duration)]
     duration: Duration,
     /// How long to run unmeasured first (connections open, the store fills with keys).
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = warmup_duration)]
     warmup: Duration,
     /// Number of distinct keys, chosen uniformly at random.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -86,12 +86,25 @@ pub struct BenchArgs {
     json: bool,
 }
 
-fn positive_duration(s: &str) -> Result<Duration, String> {
+/// Longest `--duration` or `--warmup`: far beyond any useful run, and far below the point
+/// where `Instant + Duration` overflows (which panics).
+const MAX_BENCH_TIME: Duration = Duration::from_secs(7 * 24 * 3600);
+
+fn bench_time(s: &str, allow_zero: bool) -> Result<Duration, String> {
     match humantime::parse_duration(s) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        Ok(_) => Err("must be greater than 0, e.g. 10s".into()),
+        Ok(d) if d.is_zero() && !allow_zero => Err("must be greater than 0, e.g. 10s".into()),
+        Ok(d) if d > MAX_BENCH_TIME => Err("must be at most 7 days".into()),
+        Ok(d) => Ok(d),
         Err(e) => Err(format!("{e}; expected a duration such as 10s or 500ms")),
     }
+}
+
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    bench_time(s, false)
+}
+
+fn warmup_duration(s: &str) -> Result<Duration, String> {
+    bench_time(s, true)
 }
 
 /// Server field paths and the bench flags that set them.
@@ -483,7 +496,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 
     // Every task ends within one request timeout of `stop`; abort any that do not.
     let mut hist = new_histogram();
-    let grace = args.server.timeout + Duration::from_secs(1);
+    let grace = args.server.timeout.saturating_add(Duration::from_secs(1));
     for t in tasks {
         let abort = t.abort_handle();
         match tokio::time::timeout(grace, t).await {
@@ -658,6 +671,16 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bench_times_are_bounded() {
+        assert_eq!(positive_duration("10s"), Ok(Duration::from_secs(10)));
+        assert!(positive_duration("0s").is_err());
+        assert_eq!(warmup_duration("0s"), Ok(Duration::ZERO));
+        // `Instant + Duration` would panic on these.
+        assert!(positive_duration("500000000000y").is_err());
+        assert!(warmup_duration("500000000000y").is_err());
+    }
 
     #[test]
     fn xorshift_spreads_keys_and_streams_differ() {
