@@ -40,12 +40,20 @@ impl Keys {
     }
 
     /// The stored first answer of an Acquire with a `request_id`, under the hash tag of the
-    /// request's first check: `<prefix>:{<ns>:<key>}:req:<request_id>`. Request ids contain
+    /// request's first check: `<prefix>:{<ns>:<key>}:req:<request_id>:<fingerprint>`, where
+    /// the fingerprint covers every check's state key and cost, so an id reused by a
+    /// different Acquire never replays an answer that does not fit it. Request ids contain
     /// no `}` (validated), so this never equals a limit key of a key containing `}`.
-    pub fn request(&self, namespace: &str, first_key: &str, request_id: &str) -> String {
+    pub fn request(
+        &self,
+        namespace: &str,
+        first_key: &str,
+        request_id: &str,
+        fingerprint: &str,
+    ) -> String {
         format!(
-            "{}:{{{}:{}}}:req:{}",
-            self.prefix, namespace, first_key, request_id
+            "{}:{{{}:{}}}:req:{}:{}",
+            self.prefix, namespace, first_key, request_id, fingerprint
         )
     }
 }
@@ -61,7 +69,10 @@ mod tests {
             k.limit("ns", "user:42", Algorithm::TokenBucket, "api"),
             "fg:{ns:user:42}:tb:api"
         );
-        assert_eq!(k.request("ns", "user:42", "r1"), "fg:{ns:user:42}:req:r1");
+        assert_eq!(
+            k.request("ns", "user:42", "r1", "00ff"),
+            "fg:{ns:user:42}:req:r1:00ff"
+        );
     }
 
     #[test]

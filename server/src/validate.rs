@@ -234,9 +234,12 @@ pub fn acquire_plan(
         });
     }
     let request_record = match req.checks.first() {
-        Some(first) if !req.request_id.is_empty() => {
-            Some(keys.request(&req.namespace, &first.key, &req.request_id))
-        }
+        Some(first) if !req.request_id.is_empty() => Some(keys.request(
+            &req.namespace,
+            &first.key,
+            &req.request_id,
+            &request_fingerprint(&checks),
+        )),
         _ => None,
     };
     Ok(AcquirePlan {
@@ -245,6 +248,19 @@ pub fn acquire_plan(
         consume: true,
         now: None,
     })
+}
+
+/// 16 hex digits of FNV-1a over every check's state key and cost: what makes an Acquire
+/// "the same request" for `request_id` replay.
+fn request_fingerprint(checks: &[PlannedCheck]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for c in checks {
+        for b in c.key.bytes().chain([0]).chain(c.cost.to_le_bytes()) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
 }
 
 /// Validates a Status (or reset) request and plans a single non-consuming check.

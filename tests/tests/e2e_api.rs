@@ -90,6 +90,7 @@ on_both_stores!(3, CONFIG =>
 );
 on_both_stores!(1, CONFIG => validation_over_the_wire, health_and_reflection);
 on_both_stores!(1, CONFIG => exact_status_reads_the_limit_as_it_is, renew_grants_the_inline_lease_ttl);
+on_both_stores!(1, CONFIG => exact_request_id_reused_by_another_request);
 on_both_stores!(1, CONFIG_NO_INLINE => inline_policies_disabled);
 
 #[track_caller]
@@ -1312,4 +1313,44 @@ async fn renew_grants_the_inline_lease_ttl(urls: &[String]) {
         .await
         .unwrap();
     assert_eq!(granted, Duration::from_secs(2));
+}
+
+/// Found in review: a request_id reused by a *different* Acquire (here one more check) must
+/// not replay the first answer (which does not fit it) nor fail open past the limit; it is
+/// decided as a new request.
+async fn exact_request_id_reused_by_another_request(urls: &[String]) {
+    let client = Client::connect(&urls[0]).await.unwrap();
+    let ns = unique_namespace("reuse");
+    let one = Policy::token_bucket(1, HOUR);
+    let d = client
+        .acquire(&ns)
+        .check("a", one.clone())
+        .request_id("r1")
+        .send()
+        .await
+        .unwrap();
+    ok(&d, "first");
+    let d = client
+        .acquire(&ns)
+        .check("a", one.clone())
+        .send()
+        .await
+        .unwrap();
+    denied(&d, "the bucket is empty");
+    for i in 0..3 {
+        let d = client
+            .acquire(&ns)
+            .check("a", one.clone())
+            .check("b", one.clone())
+            .request_id("r1")
+            .send()
+            .await
+            .unwrap();
+        assert!(!d.degraded, "attempt {i}: {d:?}");
+        assert!(
+            !d.allowed,
+            "attempt {i}: key a is empty, yet admitted: {d:?}"
+        );
+        assert_eq!(d.checks.len(), 2, "one result per check: {d:?}");
+    }
 }
