@@ -23,6 +23,36 @@ use crate::store::redis::ConnectionMode;
 
 /// Largest sliding-log limit by default (its memory is O(limit)).
 pub const DEFAULT_MAX_SLIDING_LOG_LIMIT: u64 = 10_000;
+/// Largest concurrency limit by default (each decision reads every live lease).
+pub const DEFAULT_MAX_CONCURRENCY_LIMIT: u64 = 10_000;
+
+/// The largest limits of the algorithms whose work per decision grows with the limit, so
+/// that no tenant's script can hold Redis for long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    /// `max_sliding_log_limit`.
+    pub sliding_log: u64,
+    /// `max_concurrency_limit`.
+    pub concurrency: u64,
+}
+
+impl Caps {
+    /// Checks `policy` against the caps; the error text starts with "limit:".
+    pub fn check(&self, policy: &Policy) -> Result<(), String> {
+        let (cap, key) = match policy.algorithm() {
+            Algorithm::SlidingLog => (self.sliding_log, "max_sliding_log_limit"),
+            Algorithm::Concurrency => (self.concurrency, "max_concurrency_limit"),
+            _ => return Ok(()),
+        };
+        if policy.limit() > cap {
+            return Err(format!(
+                "limit: a {} limit is at most {cap} on this server ({key})",
+                policy.algorithm().name()
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// The file as written.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -45,6 +75,8 @@ pub struct FileConfig {
     pub store_timeout: Option<Duration>,
     /// Largest limit of a sliding_log policy.
     pub max_sliding_log_limit: Option<u64>,
+    /// Largest limit of a concurrency policy.
+    pub max_concurrency_limit: Option<u64>,
     /// `multiplexed` (default) or `pool`.
     pub redis_connection: Option<ConnectionMode>,
     /// Connections in the pool when `redis_connection = "pool"`.
@@ -110,8 +142,8 @@ pub struct Config {
     pub default_fail_mode: FailMode,
     /// Store call deadline (default 50 ms).
     pub store_timeout: Duration,
-    /// Sliding log limit cap (default 10,000).
-    pub max_sliding_log_limit: u64,
+    /// Caps on sliding-log and concurrency limits (default 10,000 each).
+    pub caps: Caps,
     /// Redis connection mode (default multiplexed).
     pub redis_connection: ConnectionMode,
     /// Pool size for the pool mode (default 32).
@@ -154,7 +186,7 @@ pub fn parse_fail_mode(field: &str, s: &str) -> Result<FailMode, ConfigError> {
 }
 
 /// Turns one `[policies.NAME]` table into a validated policy.
-pub fn build_policy(name: &str, p: &PolicyConfig, max_log: u64) -> Result<Policy, ConfigError> {
+pub fn build_policy(name: &str, p: &PolicyConfig, caps: Caps) -> Result<Policy, ConfigError> {
     let at = |e: &dyn std::fmt::Display| ConfigError::Invalid(format!("policies.{name}.{e}"));
     validate_policy_name(name)
         .map_err(|e| ConfigError::Invalid(format!("policies.{name}: {e}")))?;
@@ -185,11 +217,8 @@ pub fn build_policy(name: &str, p: &PolicyConfig, max_log: u64) -> Result<Policy
         shadow: p.shadow,
     })
     .map_err(|e| at(&e))?;
-    if algorithm == Algorithm::SlidingLog && policy.limit() > max_log {
-        return Err(ConfigError::Invalid(format!(
-            "policies.{name}.limit: a sliding_log limit is at most {max_log} (max_sliding_log_limit)"
-        )));
-    }
+    caps.check(&policy)
+        .map_err(|e| ConfigError::Invalid(format!("policies.{name}.{e}")))?;
     Ok(policy)
 }
 
@@ -202,7 +231,12 @@ impl Config {
                     path: p.display().to_string(),
                     source,
                 })?;
-                Self::parse_file(&p.display().to_string(), &text)?
+                let origin = p.display().to_string();
+                let file = Self::parse_file(&origin, &text)?;
+                return Self::from_file(file, overrides).map_err(|e| match e {
+                    ConfigError::Invalid(m) => ConfigError::Invalid(format!("{origin}: {m}")),
+                    other => other,
+                });
             }
             None => FileConfig::default(),
         };
@@ -219,12 +253,17 @@ impl Config {
 
     /// Combines a parsed file with overrides and defaults, validating every policy.
     pub fn from_file(file: FileConfig, o: Overrides) -> Result<Self, ConfigError> {
-        let max_log = file
-            .max_sliding_log_limit
-            .unwrap_or(DEFAULT_MAX_SLIDING_LOG_LIMIT);
+        let caps = Caps {
+            sliding_log: file
+                .max_sliding_log_limit
+                .unwrap_or(DEFAULT_MAX_SLIDING_LOG_LIMIT),
+            concurrency: file
+                .max_concurrency_limit
+                .unwrap_or(DEFAULT_MAX_CONCURRENCY_LIMIT),
+        };
         let mut policies = HashMap::new();
         for (name, p) in &file.policies {
-            policies.insert(name.clone(), Arc::new(build_policy(name, p, max_log)?));
+            policies.insert(name.clone(), Arc::new(build_policy(name, p, caps)?));
         }
         let default_fail_mode = match &file.default_fail_mode {
             Some(m) => parse_fail_mode("default_fail_mode", m)?,
@@ -259,7 +298,7 @@ impl Config {
             inline_policies: file.inline_policies.unwrap_or(true),
             default_fail_mode,
             store_timeout,
-            max_sliding_log_limit: max_log,
+            caps,
             redis_connection: o
                 .redis_connection
                 .or(file.redis_connection)

@@ -1,7 +1,10 @@
 //! Metric names and the one place they are recorded. Every family starts with
 //! `floodgate_`; labels are bounded (RPC names, status codes, configured policy names —
-//! inline policies count as `inline` —, namespaces), never user keys.
-use std::time::Duration;
+//! inline policies count as `inline` —, the first 1,000 namespaces seen — later ones count
+//! as `other`), never user keys.
+use std::{collections::HashSet, sync::LazyLock, time::Duration};
+
+use parking_lot::RwLock;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -73,11 +76,31 @@ fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
+/// Most namespaces given their own label; later ones count as `other`, so a client minting
+/// namespaces cannot grow the metrics without bound.
+pub const MAX_NAMESPACE_LABELS: usize = 1_000;
+
+fn namespace_label(ns: &str) -> String {
+    static SEEN: LazyLock<RwLock<HashSet<String>>> = LazyLock::new(Default::default);
+    if SEEN.read().contains(ns) {
+        return ns.to_owned();
+    }
+    let mut seen = SEEN.write();
+    if seen.len() < MAX_NAMESPACE_LABELS {
+        seen.insert(ns.to_owned());
+        ns.to_owned()
+    } else if seen.contains(ns) {
+        ns.to_owned()
+    } else {
+        "other".to_owned()
+    }
+}
+
 /// One limit check decided.
 pub fn decision(namespace: &str, policy: &str, result: &'static str) {
     counter!(
         "floodgate_decisions_total",
-        "namespace" => namespace.to_owned(),
+        "namespace" => namespace_label(namespace),
         "policy" => policy.to_owned(),
         "result" => result
     )

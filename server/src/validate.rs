@@ -100,15 +100,10 @@ fn inline_policy(field: &str, p: &pb::Policy, config: &Config) -> Result<Policy,
         shadow: p.shadow,
     })
     .map_err(|e| Error::Invalid(format!("{field}.{e}")))?;
-    if algorithm == Algorithm::SlidingLog && policy.limit() > config.max_sliding_log_limit {
-        return Err(invalid(
-            &format!("{field}.limit"),
-            format!(
-                "a sliding_log limit is at most {} on this server",
-                config.max_sliding_log_limit
-            ),
-        ));
-    }
+    config
+        .caps
+        .check(&policy)
+        .map_err(|e| Error::Invalid(format!("{field}.{e}")))?;
     Ok(policy)
 }
 

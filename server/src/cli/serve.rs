@@ -148,17 +148,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     )?;
     match config.redis_url.clone() {
         Some(url) => {
+            let shown = crate::store::redis::redact(&url);
             let connect =
                 RedisStore::connect(&url, config.redis_connection, config.redis_pool_size);
             let store = tokio::time::timeout(Duration::from_secs(10), connect)
                 .await
-                .map_err(|_| anyhow::anyhow!("Redis at {url} accepted the connection but did not answer within 10s"))?
-                .with_context(|| format!("cannot connect to Redis at {url}; is it running? (or omit --redis to serve from memory)"))?;
+                .map_err(|_| anyhow::anyhow!("Redis at {shown} accepted the connection but did not answer within 10s"))?
+                .with_context(|| format!("cannot connect to Redis at {shown}; is it running? (or omit --redis to serve from memory)"))?;
             info!(store = %store.describe(), mode = ?config.redis_connection, "serving from Redis: limits are shared by every server on it");
             match store.maxmemory_policy().await {
+                Some(p) if p.starts_with("volatile-") => warn!(
+                    maxmemory_policy = %p,
+                    "Redis may EVICT floodgate's limit and lease keys under memory pressure (they all have a TTL, so volatile-* picks them; limits would reset and over-admit); set maxmemory-policy to noeviction"
+                ),
                 Some(p) if crate::store::redis::eviction_can_drop_keys(&p) => warn!(
                     maxmemory_policy = %p,
-                    "Redis may EVICT floodgate's keys under memory pressure (limits would reset, leases vanish); set maxmemory-policy to noeviction or a volatile-* policy"
+                    "Redis may EVICT any of floodgate's keys under memory pressure (limits would reset and over-admit, leases vanish); set maxmemory-policy to noeviction"
                 ),
                 Some(p) => {
                     info!(maxmemory_policy = %p, "Redis eviction policy keeps floodgate's keys")

@@ -6,8 +6,8 @@
 //!
 //! Connections: by default one multiplexed connection (redis-rs `ConnectionManager`, which
 //! pipelines concurrent commands on one socket and reconnects by itself); optionally a
-//! deadpool pool of exclusive connections. DESIGN.md records the measurements behind the
-//! default.
+//! deadpool pool of exclusive connections. The README (Performance) records the
+//! measurements behind the default.
 use floodgate_core::{Algorithm, Micros};
 use redis::{
     Script, ScriptInvocation,
@@ -53,7 +53,8 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-fn redact(url: &str) -> String {
+/// The URL with any password replaced by `***`, for logs and errors.
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
         _ => url.to_owned(),
@@ -162,8 +163,9 @@ impl RedisStore {
     }
 }
 
-/// Whether a `maxmemory-policy` can evict keys without a TTL (floodgate's dead letters,
-/// breaker state) or live limits: anything but `noeviction` and the `volatile-*` family.
+/// Whether a `maxmemory-policy` can evict keys that have no TTL (dead letters, breaker
+/// state): anything but `noeviction` and the `volatile-*` family. Note that `volatile-*`
+/// still evicts limit and lease keys, which all have a TTL; only `noeviction` keeps all.
 pub fn eviction_can_drop_keys(policy: &str) -> bool {
     !(policy == "noeviction" || policy.starts_with("volatile-"))
 }
