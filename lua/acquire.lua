@@ -12,7 +12,8 @@
 --             and the algorithm's parameters p1, p2, p3:
 --               tb: interval, capacity   sw/sl/fw: limit, period   cc: limit, ttl, member
 -- returns {allowed, then per check: allowed, limit, remaining, reset_after, retry_after,
---          lease member ('' unless a lease was taken)}
+--          lease member ('' unless a lease was taken)}; when the Acquire is denied, every
+--          check reports remaining and reset_after of the limit as it is (nothing consumed)
 --   or {'replay', record} when the request record exists (the first answer, as stored).
 local ALGORITHMS = {
   tb = token_bucket,
@@ -50,6 +51,13 @@ for i = 1, n do
   local b = 4 + (i - 1) * 6
   local r = results[i]
   local member = ''
+  if mode == 'acquire' and allowed == 0 and r[1] == 1 then
+    -- this check would pass but the Acquire is denied, so nothing was consumed: report the
+    -- limit as it is, not as it would be after this request
+    local algorithm = ALGORITHMS[ARGV[b + 1]]
+    local now_r = algorithm(KEYS[i], now, tonumber(ARGV[b + 2]), ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], true)
+    r = {r[1], r[2], now_r[3], now_r[4], r[5]}
+  end
   if mode == 'acquire' and allowed == 1 and commits[i] ~= nil then
     commits[i]()
     if ARGV[b + 1] == 'cc' then member = ARGV[b + 6] end

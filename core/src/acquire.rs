@@ -109,7 +109,8 @@ pub struct AcquireOutcome {
 /// when `consume` and every non-shadow check allows, consumes the allowed ones.
 ///
 /// Without `consume` (Status) `allowed` and `retry_after` answer "would this cost be
-/// admitted now", while `remaining` and `reset_after` describe the limit as it is.
+/// admitted now", while `remaining` and `reset_after` describe the limit as it is; so do
+/// they for every check of a denied Acquire, since nothing was consumed.
 pub fn acquire(
     states: &mut [&mut LimitState],
     checks: &[CheckRequest<'_>],
@@ -131,6 +132,16 @@ pub fn acquire(
         .iter()
         .zip(checks)
         .all(|(o, c)| o.allowed || c.policy.shadow());
+    // Denied: nothing is consumed, so the checks that would pass report their limit as it
+    // is rather than as it would be after this request.
+    let mut outcomes = outcomes;
+    if consume && !allowed {
+        for ((o, s), c) in outcomes.iter_mut().zip(states.iter()).zip(checks) {
+            if o.allowed {
+                (o.remaining, o.reset_after) = s.peek(c, now);
+            }
+        }
+    }
     if consume && allowed {
         for ((s, c), o) in states.iter_mut().zip(checks).zip(&outcomes) {
             if o.allowed {
@@ -184,8 +195,9 @@ mod tests {
         let o = acquire(&mut [&mut a, &mut b], &reqs, SECOND, true);
         assert!(!o.allowed);
         assert!(o.checks[0].allowed);
-        // The fixed window was not charged for the denied request.
-        assert_eq!(o.checks[0].remaining, 8);
+        // The fixed window was not charged for the denied request, and says so: 9 of 10
+        // left (the first Acquire took one), not the 8 this request would have left.
+        assert_eq!(o.checks[0].remaining, 9);
         let o = acquire(&mut [&mut a], &reqs[..1], SECOND, true);
         assert_eq!(o.checks[0].remaining, 8);
     }
