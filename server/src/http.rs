@@ -15,7 +15,7 @@ struct Http<S> {
 
 async fn metrics<S: Store>(State(h): State<Arc<Http<S>>>) -> (StatusCode, String) {
     match &h.metrics {
-        Some(m) => (StatusCode::OK, m.render()),
+        Some(m) => (StatusCode::OK, crate::metrics::render(m)),
         None => (
             StatusCode::NOT_FOUND,
             "metrics are not recorded in this process\n".into(),

@@ -112,6 +112,9 @@ async fn serve_with<S: Store>(store: S, config: Config) -> anyhow::Result<()> {
     info!(store = %store.describe(), policies = config.policies.len(), "gRPC listening on {addr}");
     info!("HTTP listening on {http_addr} (/metrics, /healthz, /readyz)");
     let metrics = crate::metrics::install();
+    if let Some(handle) = &metrics {
+        crate::metrics::spawn_upkeep(handle.clone());
+    }
     let state = AppState::new(store, config);
     // One signal stops both listeners.
     let (stop, stopped) = tokio::sync::watch::channel(false);
