@@ -6,6 +6,7 @@
 //! - [`config`]: the TOML file, environment and flags, merged and validated.
 //! - [`http`]: the HTTP side port (`/metrics`, `/healthz`, `/readyz`).
 //! - [`metrics`]: metric names and where they are recorded.
+//! - [`reload`]: live reload of the configuration file (on change and on SIGHUP).
 //! - [`server`]: transport — services, health and reflection on a listener, graceful drain.
 //! - [`service`]: the gRPC services (`RateLimiter`, `Admin`) and their shared state.
 //! - [`validate`]: wire requests into store plans; every rule checked once at the edge.
@@ -20,6 +21,7 @@ pub mod error;
 pub mod http;
 pub mod keys;
 pub mod metrics;
+pub mod reload;
 pub mod server;
 pub mod service;
 pub mod store;

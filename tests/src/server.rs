@@ -178,6 +178,11 @@ impl TestServer {
         &self.http_url
     }
 
+    /// The configuration file the server was started with (rewrite it to test reloads).
+    pub fn config_path(&self) -> Option<&std::path::Path> {
+        self._config.as_ref().map(|f| f.path())
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -92,7 +92,11 @@ async fn shutdown_signal() {
     info!("shutdown requested; draining in-flight calls");
 }
 
-async fn serve_with<S: Store>(store: S, config: Config) -> anyhow::Result<()> {
+async fn serve_with<S: Store>(
+    store: S,
+    config: Config,
+    watch: Option<(PathBuf, Overrides)>,
+) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.listen).await.with_context(|| {
         format!(
             "cannot listen on {} (is another server running there?)",
@@ -116,6 +120,9 @@ async fn serve_with<S: Store>(store: S, config: Config) -> anyhow::Result<()> {
         crate::metrics::spawn_upkeep(handle.clone());
     }
     let state = AppState::new(store, config);
+    if let Some((path, overrides)) = watch {
+        crate::reload::spawn(state.clone(), path, overrides);
+    }
     // One signal stops both listeners.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -139,16 +146,15 @@ async fn serve_with<S: Store>(store: S, config: Config) -> anyhow::Result<()> {
 /// Runs `floodgate serve`.
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logs(&args.log_format);
-    let config = Config::load(
-        args.config.as_deref(),
-        Overrides {
-            listen: args.listen,
-            redis_url: args.redis_url,
-            http_listen: args.http_listen,
-            store_timeout: args.store_timeout,
-            redis_connection: args.redis_connection,
-        },
-    )?;
+    let overrides = Overrides {
+        listen: args.listen,
+        redis_url: args.redis_url,
+        http_listen: args.http_listen,
+        store_timeout: args.store_timeout,
+        redis_connection: args.redis_connection,
+    };
+    let config = Config::load(args.config.as_deref(), overrides.clone())?;
+    let watch = args.config.clone().map(|p| (p, overrides));
     match config.redis_url.clone() {
         Some(url) => {
             let shown = crate::store::redis::redact(&url);
@@ -175,7 +181,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                     "could not read Redis's maxmemory-policy (CONFIG GET refused); check that it is noeviction or volatile-*"
                 ),
             }
-            serve_with(store, config).await?;
+            serve_with(store, config, watch).await?;
         }
         None => {
             let store = MemoryStore::default();
@@ -183,7 +189,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             warn!(
                 "serving from memory: limits are NOT shared with other servers and vanish on restart; pass --redis URL for a fleet"
             );
-            serve_with(store, config).await?;
+            serve_with(store, config, watch).await?;
         }
     }
     info!("stopped");
