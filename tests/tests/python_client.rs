@@ -1,48 +1,70 @@
 //! An independent client in another language: `tests/python/test_rate_limiter.py` (Python
 //! grpcio, stubs compiled from `proto/` at run time) against a server on Redis and one on
-//! memory. Missing Python packages fail the test with the command that installs them.
-use std::{path::PathBuf, process::Command};
-
-use floodgate_tests::{
-    redis::TestRedis,
-    server::{ServerOptions, TestServer},
+//! memory. Missing Python packages fail the test with the command that installs them; it
+//! never skips.
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
 };
 
-const CONFIG: &str = "[policies.api]\nalgorithm = \"token_bucket\"\nlimit = 3\nperiod = \"1h\"\n";
+use floodgate_tests::{redis::TestRedis, server::TestServer};
 
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/test_rate_limiter.py")
+/// The script expects a configured policy `api`: a token bucket of 3 per hour.
+const CONFIG: &str = "inline_policies = true\n\n[policies.api]\nalgorithm = \"token_bucket\"\nlimit = 3\nperiod = \"1h\"\n";
+
+/// The script, relative to the workspace root (the directory the script is run from).
+const SCRIPT: &str = "tests/python/test_rate_limiter.py";
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
+/// Fails (never skips) when python3 or its gRPC packages are missing.
 fn require_python_grpc() {
-    let ok = Command::new("python3")
+    let out = Command::new("python3")
         .args([
             "-c",
             "import grpc, grpc_tools, grpc_health, grpc_reflection",
         ])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "the Python client test needs python3 with grpcio: run \
-         `python3 -m pip install -r tests/python/requirements.txt` (scripts/test does it)"
+        .output();
+    let problem = match &out {
+        Err(e) => format!("cannot run python3: {e}"),
+        Ok(o) if !o.status.success() => String::from_utf8_lossy(&o.stderr).into_owned(),
+        Ok(_) => return,
+    };
+    panic!(
+        "the Python client test needs python3 with grpcio and grpcio-tools: run \
+         `pip install grpcio grpcio-tools grpcio-health-checking grpcio-reflection` \
+         (or `python3 -m pip install -r tests/python/requirements.txt`; scripts/test does it)\n\
+         {problem}"
     );
 }
 
-fn run_against(server: &TestServer) {
+fn run_against(server: &TestServer, store: &str) {
     let target = server.url().trim_start_matches("http://").to_owned();
     let out = Command::new("python3")
-        .arg(script())
+        .arg(SCRIPT)
         .args(["--server", &target])
+        .current_dir(workspace_root())
         .output()
         .expect("cannot run python3");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stdout.lines().last().unwrap_or_default();
+    let summary_ok = last
+        .strip_suffix(" passed, 0 failed")
+        .is_some_and(|n| n.parse::<u32>().is_ok_and(|n| n > 0));
     assert!(
-        out.status.success() && stdout.contains(" passed, 0 failed"),
-        "Python client failed against {target}:\n{stdout}\n{stderr}\nserver log:\n{}",
+        out.status.success() && summary_ok,
+        "`python3 {SCRIPT} --server {target}` failed against the {store} store ({}):\n\
+         --- stdout\n{stdout}\n--- stderr\n{stderr}\n--- server log\n{}",
+        out.status,
         server.logs().join("\n")
     );
+    println!("{store}: {last}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,19 +72,17 @@ async fn python_grpcio_client_against_redis() {
     require_python_grpc();
     let redis = TestRedis::start().await;
     let server = TestServer::on_redis(redis.url(), CONFIG);
-    tokio::task::spawn_blocking(move || run_against(&server))
+    tokio::task::spawn_blocking(move || run_against(&server, "Redis"))
         .await
         .unwrap();
+    drop(redis);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_grpcio_client_against_memory() {
     require_python_grpc();
-    let server = TestServer::start(ServerOptions {
-        config: Some(CONFIG.to_owned()),
-        ..Default::default()
-    });
-    tokio::task::spawn_blocking(move || run_against(&server))
+    let server = TestServer::in_memory(CONFIG);
+    tokio::task::spawn_blocking(move || run_against(&server, "memory"))
         .await
         .unwrap();
 }
