@@ -2,7 +2,7 @@
 -- Assembled at build time after prelude.lua and the algorithm files.
 --
 -- KEYS[1..n]  the checks' state keys (one per check, all distinct)
--- KEYS[n+1]   the request record, when ARGV[3] ~= '0'
+-- KEYS[n+1]   the request record (written only when the Acquire is admitted), when ARGV[3] ~= '0'
 -- ARGV[1]     'acquire' (consume when every non-shadow check allows) or 'status' (never
 --             write; remaining and reset_after then describe each limit as it is)
 -- ARGV[2]     explicit now in microseconds (tests only) or '' for Redis TIME
@@ -66,7 +66,9 @@ for i = 1, n do
   out[#out + 1] = member
 end
 
-if mode == 'acquire' and record_key then
+-- only an admitted answer is recorded: a denial consumed nothing, so deciding its retry
+-- afresh can never consume twice, and a client that waited retry_after gets in
+if mode == 'acquire' and record_key and allowed == 1 then
   local parts = {}
   for i, v in ipairs(out) do
     if type(v) == 'number' then parts[i] = fmt(v) else parts[i] = v end

@@ -202,7 +202,8 @@ async fn exact_all_or_nothing(urls: &[String]) {
 
 /// A retried Acquire with the same request_id (through any server, within 60 s) gets the
 /// first answer again — the same lease ids — and consumes nothing more; concurrent
-/// duplicates consume once; a denied first answer stays denied; ids are per namespace.
+/// duplicates consume once; a denial is not recorded (its retry is decided afresh); ids are
+/// per namespace.
 async fn exact_request_id_replay(urls: &[String]) {
     let ns = unique_namespace("e2e-rid");
     let cs = clients(urls).await;
@@ -256,20 +257,23 @@ async fn exact_request_id_replay(urls: &[String]) {
     assert_ne!(lease2, lease, "a new id takes a new lease");
     assert_eq!(ds[0].checks[1].remaining + 1, first.checks[1].remaining);
 
-    // Fill the last slot, then a new id is denied; after a release its retry still gets
-    // the first (denied) answer, while a fresh id is admitted.
+    // Fill the last slot, then a new id is denied. A denial consumed nothing and is not
+    // recorded: after a release, the retry of that id is decided afresh and admitted, and
+    // from then on replays its lease.
     let third = send(&cs[1 % n], &ns, "req-3").await.unwrap();
     ok(&third, "req-3");
     let late = send(&cs[2 % n], &ns, "req-4").await.unwrap();
     denied(&late, "req-4 with every slot held");
     assert!(cs[0].release(&ns, "k", &lease).await.unwrap());
     let late_again = send(&cs[0], &ns, "req-4").await.unwrap();
+    ok(&late_again, "req-4 retried after a release");
+    let replay = send(&cs[1 % n], &ns, "req-4").await.unwrap();
     assert_eq!(
-        late_again, late,
-        "a retry gets the first answer, even a denial"
+        replay, late_again,
+        "once admitted, req-4 replays its answer"
     );
     let fresh = send(&cs[1 % n], &ns, "req-5").await.unwrap();
-    ok(&fresh, "req-5 after a release");
+    denied(&fresh, "req-5: every slot held again");
 
     // The same id in another namespace is another request.
     let ns2 = unique_namespace("e2e-rid");

@@ -140,7 +140,10 @@ impl MemoryStore {
             checks: outcome.checks,
             leases,
         };
+        // Only an admitted answer is recorded (a denial consumed nothing; its retry is
+        // decided afresh), as in `lua/acquire.lua`.
         if plan.consume
+            && decision.allowed
             && let Some(record) = &plan.request_record
         {
             tables
