@@ -1,8 +1,10 @@
 -- sliding_log.lua: exact log of arrivals. Twin of core::sliding_log.
 --
 -- State: a sorted set, one member per admitted unit, scored by its arrival time (us).
--- Members are "<now>:<n>" where n counts the live units before it, which is unique: at
--- one `now` nothing expires between calls, so n only grows.
+-- Members are "<now>:<k>" where k numbers the units stamped `now`, which is unique: the
+-- trim only removes older stamps, so the units stamped `now` only grow. (Numbering by the
+-- live count was not: a reload that shortens the period shrinks it at the same `now`, and
+-- ZADD then overwrote a stored unit.)
 -- An entry stamped t is live while now - period < t.
 -- sliding_log(key, now, cost, limit, period, _, peek)
 --   peek = when true (Status), remaining and reset_after describe the log as it is
@@ -22,13 +24,14 @@ local function sliding_log(key, now, cost, limit, period, _, peek)
     local commit = function()
       redis.call('ZREMRANGEBYSCORE', key, '-inf', fmt(now - period))
       local stamp = fmt(now)
+      local first = redis.call('ZCOUNT', key, stamp, stamp)
       local i = 0
       while i < cost do
         local args = {}
         local j = 0
         while j < 500 and i < cost do
           args[#args + 1] = stamp
-          args[#args + 1] = stamp .. ':' .. fmt(n + i)
+          args[#args + 1] = stamp .. ':' .. fmt(first + i)
           i = i + 1
           j = j + 1
         end
