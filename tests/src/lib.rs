@@ -7,6 +7,7 @@
 //! - [`server`]: starts `floodgate serve` processes on ephemeral ports and stops them.
 //! - `tests/`: the scenarios (conformance of Lua against `core`, end to end, Python client).
 
+pub mod conformance_support;
 pub mod e2e_support;
 pub mod redis;
 pub mod server;
