@@ -1080,20 +1080,21 @@ fn sliding_log_large_costs_decide_like_core() {
 }
 
 /// The sliding window's estimate `prev * (period - e) / period + cur` is computed in
-/// doubles, and the order of those operations decides some exact boundaries: for these
-/// (prev, k), `prev * ((period - e) / period)` is not exactly k where the estimate is
-/// exactly k (25 * fl(7/25) = 7.000000000000001). A request that exactly fills the limit
-/// there must be admitted by both sides alike; random sequences almost never land on it.
+/// doubles, and the order of those operations shows at exact boundaries: for these
+/// (prev, k), where the previous window weighs exactly k, `prev * ((period - e) / period)`
+/// is a little above k (25 * fl(14/25) = 14.000000000000002), which would turn a denial's
+/// `remaining` of 11 into 10. Both sides must compute in the same order and agree; random
+/// sequences almost never land on these points.
 #[test]
 fn sliding_window_float_order_matches_core_at_exact_boundaries() {
     let env = Env::start();
     for (prev, k) in [
-        (25u64, 7u64),
-        (25, 14),
+        (25u64, 14u64),
         (29, 15),
         (35, 29),
         (38, 21),
         (41, 23),
+        (58, 30),
     ] {
         let period = prev * 1_000;
         let policy = Arc::new(fixed_policy(Algorithm::SlidingWindow, prev, period, SECOND));
@@ -1103,16 +1104,18 @@ fn sliding_window_float_order_matches_core_at_exact_boundaries() {
         let o = step_both(&env, &key, &policy, &mut state, prev, window, true);
         assert!(o.allowed);
         // (period - e) / period = k / prev exactly: the previous window weighs exactly k.
-        let e = (prev - k) * 1_000;
-        let o = step_both(
-            &env,
-            &key,
-            &policy,
-            &mut state,
-            prev - k,
-            window + period + e,
-            true,
+        let at = window + period + (prev - k) * 1_000;
+        let o = step_both(&env, &key, &policy, &mut state, prev - k + 1, at, false);
+        assert!(
+            !o.allowed && o.remaining == prev - k,
+            "prev {prev}, k {k}: {o:?}"
         );
+        let o = step_both(&env, &key, &policy, &mut state, prev - k + 1, at, true);
+        assert!(
+            !o.allowed && o.remaining == prev - k,
+            "prev {prev}, k {k}: {o:?}"
+        );
+        let o = step_both(&env, &key, &policy, &mut state, prev - k, at, true);
         assert!(o.allowed && o.remaining == 0, "prev {prev}, k {k}: {o:?}");
     }
 }
