@@ -244,15 +244,7 @@ pub fn plan_at(checks: Vec<PlannedCheck>, now: Micros, consume: bool) -> Acquire
 /// an admitted Acquire.
 pub fn model_acquire(states: &mut [LimitState], plan: &AcquirePlan) -> StoreDecision {
     let now = plan.now.expect("conformance plans carry an explicit clock");
-    let requests: Vec<CheckRequest<'_>> = plan
-        .checks
-        .iter()
-        .map(|c| CheckRequest {
-            policy: &c.policy,
-            cost: c.cost,
-            lease_member: c.lease_member.as_deref(),
-        })
-        .collect();
+    let requests: Vec<CheckRequest<'_>> = plan.checks.iter().map(PlannedCheck::request).collect();
     let mut refs: Vec<&mut LimitState> = states.iter_mut().collect();
     let outcome = acquire(&mut refs, &requests, now, plan.consume);
     let leases = plan

@@ -112,15 +112,7 @@ fn in_model(
     states: &mut [LimitState],
     p: &AcquirePlan,
 ) -> (bool, Vec<floodgate_core::CheckOutcome>) {
-    let reqs: Vec<CheckRequest<'_>> = p
-        .checks
-        .iter()
-        .map(|c| CheckRequest {
-            policy: &c.policy,
-            cost: c.cost,
-            lease_member: c.lease_member.as_deref(),
-        })
-        .collect();
+    let reqs: Vec<CheckRequest<'_>> = p.checks.iter().map(PlannedCheck::request).collect();
     let mut refs: Vec<&mut LimitState> = states.iter_mut().collect();
     let o = acquire(&mut refs, &reqs, p.now.unwrap(), p.consume);
     (o.allowed, o.checks)

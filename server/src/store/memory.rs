@@ -9,7 +9,7 @@ use floodgate_core::{
 };
 use parking_lot::Mutex;
 
-use super::{AcquirePlan, Store, StoreDecision, StoreError};
+use super::{AcquirePlan, PlannedCheck, Store, StoreDecision, StoreError};
 
 /// How long a request record answers retries.
 const REQUEST_RECORD_TTL: Micros = 60_000_000;
@@ -108,15 +108,8 @@ impl MemoryStore {
                     .unwrap_or_else(|| LimitState::empty(c.policy.algorithm()))
             })
             .collect();
-        let requests: Vec<CheckRequest<'_>> = plan
-            .checks
-            .iter()
-            .map(|c| CheckRequest {
-                policy: &c.policy,
-                cost: c.cost,
-                lease_member: c.lease_member.as_deref(),
-            })
-            .collect();
+        let requests: Vec<CheckRequest<'_>> =
+            plan.checks.iter().map(PlannedCheck::request).collect();
         let mut refs: Vec<&mut LimitState> = states.iter_mut().collect();
         let outcome = acquire(&mut refs, &requests, now, plan.consume);
         for (c, s) in plan.checks.iter().zip(states) {

@@ -25,6 +25,17 @@ pub struct PlannedCheck {
     pub lease_member: Option<String>,
 }
 
+impl PlannedCheck {
+    /// The check as the `core` model takes it.
+    pub fn request(&self) -> floodgate_core::acquire::CheckRequest<'_> {
+        floodgate_core::acquire::CheckRequest {
+            policy: &self.policy,
+            cost: self.cost,
+            lease_member: self.lease_member.as_deref(),
+        }
+    }
+}
+
 /// Everything a store needs to decide one Acquire or Status.
 #[derive(Debug, Clone, Default)]
 pub struct AcquirePlan {
