@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "floodgate/v1/common.proto",
     "floodgate/v1/rate_limiter.proto",
     "floodgate/v1/admin.proto",
+    "floodgate/v1/circuit_breakers.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
