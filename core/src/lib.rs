@@ -11,11 +11,13 @@
 //! - [`outcome`]: [`CheckOutcome`], what one check decided.
 //! - [`token_bucket`], [`sliding_window`], [`sliding_log`], [`fixed_window`], [`concurrency`]:
 //!   one module per algorithm.
+//! - [`breaker`]: the shared circuit breaker's state machine (twin of `breaker.lua`).
 //! - [`acquire`]: all-or-nothing decisions over several checks (twin of `acquire.lua`).
 //! - [`error`]: [`Error`], everything that can be wrong with a policy or a request.
 #![deny(missing_docs, unreachable_pub)]
 
 pub mod acquire;
+pub mod breaker;
 pub mod concurrency;
 pub mod error;
 pub mod fixed_window;
