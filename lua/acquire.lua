@@ -11,9 +11,14 @@
 -- then per check 6 values: algorithm code (tb sw sl fw cc), cost, shadow ('1'/'0'),
 --             and the algorithm's parameters p1, p2, p3:
 --               tb: interval, capacity   sw/sl/fw: limit, period   cc: limit, ttl, member
+-- then m (breakers), the namespace and the events channel, and per breaker its name and
+--             its 12 settings (breaker.lua); the breakers' 4 keys each follow the record key
+--             (or the checks' keys when there is no record)
 -- returns {allowed, then per check: allowed, limit, remaining, reset_after, retry_after,
---          lease member ('' unless a lease was taken)}; when the Acquire is denied, every
---          check reports remaining and reset_after of the limit as it is (nothing consumed)
+--          lease member ('' unless a lease was taken), then per breaker: allowed, state,
+--          retry_after, generation, then the transitions made (br_events_reply)}; when the
+--          Acquire is denied, every check reports remaining and reset_after of the limit as
+--          it is (nothing consumed) and no breaker's trial permit is taken
 --   or {'replay', record} when the request record exists (the first answer, as stored).
 local ALGORITHMS = {
   tb = token_bucket,
@@ -46,6 +51,25 @@ for i = 1, n do
   if r[1] == 0 and ARGV[b + 3] ~= '1' then allowed = 0 end
 end
 
+-- breakers: each must admit too; an admitted HALF_OPEN call takes its permit only below
+local bb = 4 + n * 6
+local m = tonumber(ARGV[bb + 1] or '0')
+local ctx = {ns = ARGV[bb + 2], channel = ARGV[bb + 3]}
+local first_key = n + 1
+if record_key then first_key = n + 2 end
+local breakers = {}
+for j = 1, m do
+  local a = bb + 3 + (j - 1) * (1 + BR_CFG_ARGS)
+  local k = br_keys(KEYS, first_key + (j - 1) * 4)
+  local cfg = br_cfg(ARGV, a + 1)
+  ctx.name = ARGV[a + 1]
+  local br = br_load(k)
+  if br then br_advance(br, k, cfg, now, ctx) end
+  local ok, retry = br_admit(br, cfg, now)
+  breakers[j] = {br = br, k = k, cfg = cfg, ok = ok, retry = retry}
+  if ok == 0 then allowed = 0 end
+end
+
 local out = {allowed}
 for i = 1, n do
   local b = 4 + (i - 1) * 6
@@ -65,6 +89,16 @@ for i = 1, n do
   for j = 1, 5 do out[#out + 1] = r[j] end
   out[#out + 1] = member
 end
+for _, x in ipairs(breakers) do
+  if mode == 'acquire' and allowed == 1 then br_commit(x.br, x.cfg, now) end
+  if x.br then br_save(x.br, x.k, now) end
+  local st, g = 'closed', 1
+  if x.br then st, g = x.br.st, x.br.g end
+  out[#out + 1] = x.ok
+  out[#out + 1] = st
+  out[#out + 1] = x.retry
+  out[#out + 1] = g
+end
 
 -- only an admitted answer is recorded: a denial consumed nothing, so deciding its retry
 -- afresh can never consume twice, and a client that waited retry_after gets in
@@ -75,4 +109,4 @@ if mode == 'acquire' and record_key and allowed == 1 then
   end
   redis.call('SET', record_key, table.concat(parts, ','), 'PX', ARGV[3])
 end
-return out
+return br_events_reply(out)

@@ -19,7 +19,10 @@ use floodgate_core::{
 };
 use serde::Deserialize;
 
-use crate::store::redis::ConnectionMode;
+use crate::{
+    breaker_config::{BreakerSettings, BreakerTable, DEFAULT_BREAKER, build_breaker},
+    store::redis::ConnectionMode,
+};
 
 /// Largest sliding-log limit by default (its memory is O(limit)).
 pub const DEFAULT_MAX_SLIDING_LOG_LIMIT: u64 = 10_000;
@@ -84,6 +87,9 @@ pub struct FileConfig {
     /// Named policies.
     #[serde(default)]
     pub policies: HashMap<String, PolicyConfig>,
+    /// Circuit breakers by name (`default`: the template for any other name).
+    #[serde(default)]
+    pub breakers: HashMap<String, BreakerTable>,
 }
 
 /// One `[policies.NAME]` table.
@@ -150,6 +156,17 @@ pub struct Config {
     pub redis_pool_size: usize,
     /// Named policies, validated.
     pub policies: HashMap<String, Arc<Policy>>,
+    /// Circuit breakers by name, validated (`default` is the template).
+    pub breakers: HashMap<String, Arc<BreakerSettings>>,
+}
+
+impl Config {
+    /// The settings of breaker `name`: its own table, else the `default` template.
+    pub fn breaker(&self, name: &str) -> Option<&Arc<BreakerSettings>> {
+        self.breakers
+            .get(name)
+            .or_else(|| self.breakers.get(DEFAULT_BREAKER))
+    }
 }
 
 /// A configuration that cannot be used, with the place and the rule.
@@ -265,6 +282,10 @@ impl Config {
         for (name, p) in &file.policies {
             policies.insert(name.clone(), Arc::new(build_policy(name, p, caps)?));
         }
+        let mut breakers = HashMap::new();
+        for (name, t) in &file.breakers {
+            breakers.insert(name.clone(), Arc::new(build_breaker(name, t)?));
+        }
         let default_fail_mode = match &file.default_fail_mode {
             Some(m) => parse_fail_mode("default_fail_mode", m)?,
             None => FailMode::Open,
@@ -305,6 +326,7 @@ impl Config {
                 .unwrap_or_default(),
             redis_pool_size: file.redis_pool_size.unwrap_or(32),
             policies,
+            breakers,
         })
     }
 }

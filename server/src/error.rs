@@ -19,10 +19,12 @@ pub enum Error {
         name: String,
     },
     /// A breaker that no configuration defines.
-    #[error("breakers[{index}]: no breaker named {name:?} is configured")]
+    #[error(
+        "{field}: no breaker named {name:?} is configured (add [breakers.{name}] or a [breakers.default] template)"
+    )]
     BreakerNotFound {
-        /// Position in the request.
-        index: usize,
+        /// Where it was named.
+        field: String,
         /// The name.
         name: String,
     },

@@ -56,6 +56,31 @@ impl Keys {
             self.prefix, namespace, first_key, request_id, fingerprint
         )
     }
+
+    /// The four keys of one breaker, under the hash tag `{<ns>:<breaker>}`: state
+    /// `<prefix>:{<ns>:<name>}:br`, then its window `…:br:w`, failing reporters `…:br:r`
+    /// and transition history `…:br:ev` (see `lua/breaker.lua`). A limit key has an
+    /// algorithm code after the tag, never `br`, so the two kinds never meet.
+    pub fn breaker(&self, namespace: &str, name: &str) -> [String; 4] {
+        let state = format!("{}:{{{}:{}}}:br", self.prefix, namespace, name);
+        let (w, r, e) = (
+            format!("{state}:w"),
+            format!("{state}:r"),
+            format!("{state}:ev"),
+        );
+        [state, w, r, e]
+    }
+
+    /// The set of breaker names that have state in `namespace` (for List):
+    /// `<prefix>:breakers:{<ns>}`.
+    pub fn breaker_index(&self, namespace: &str) -> String {
+        format!("{}:breakers:{{{}}}", self.prefix, namespace)
+    }
+
+    /// The Pub/Sub channel every breaker transition is published on.
+    pub fn breaker_channel(&self) -> String {
+        format!("{}:breaker-events", self.prefix)
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! Layout:
 //! - [`cli`]: the `floodgate` subcommands (`serve`, `acquire`, `limit`, `bench`); `main.rs`
 //!   only calls [`cli::main`].
+//! - [`breaker_config`]: `[breakers.NAME]` tables into validated breaker settings.
 //! - [`config`]: the TOML file, environment and flags, merged and validated.
 //! - [`http`]: the HTTP side port (`/metrics`, `/healthz`, `/readyz`).
 //! - [`metrics`]: metric names and where they are recorded.
@@ -15,6 +16,7 @@
 //! - [`error`]: the server's errors and their gRPC statuses.
 #![deny(unreachable_pub)]
 
+pub mod breaker_config;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -40,6 +40,22 @@ pub fn install() -> Option<PrometheusHandle> {
         "floodgate_store_errors_total",
         "Failed store calls, by operation and kind"
     );
+    describe_counter!(
+        "floodgate_breaker_decisions_total",
+        "Breakers consulted by Acquire, by namespace, breaker and result (allowed, denied)"
+    );
+    describe_counter!(
+        "floodgate_breaker_transitions_total",
+        "Breaker transitions made by this server, by namespace, breaker, from and to"
+    );
+    describe_counter!(
+        "floodgate_breaker_reports_total",
+        "Breaker reports, by result (accepted, stale: another generation, failed: store error)"
+    );
+    describe_gauge!(
+        "floodgate_breaker_state",
+        "Each breaker's state as last seen in the fleet's events (1 closed, 2 open, 3 half_open, 4 forced_open, 5 disabled, 6 metrics_only)"
+    );
     describe_gauge!("floodgate_build_info", "Always 1; the version is a label");
     gauge!("floodgate_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Some(handle)
@@ -99,20 +115,77 @@ fn code_name(code: tonic::Code) -> &'static str {
 /// namespaces cannot grow the metrics without bound.
 pub const MAX_NAMESPACE_LABELS: usize = 1_000;
 
-fn namespace_label(ns: &str) -> String {
-    static SEEN: LazyLock<RwLock<HashSet<String>>> = LazyLock::new(Default::default);
-    if SEEN.read().contains(ns) {
-        return ns.to_owned();
+/// `value` while `seen` has room for it (or already has it), else `other`.
+fn bounded(seen: &RwLock<HashSet<String>>, value: &str) -> String {
+    if seen.read().contains(value) {
+        return value.to_owned();
     }
-    let mut seen = SEEN.write();
+    let mut seen = seen.write();
     if seen.len() < MAX_NAMESPACE_LABELS {
-        seen.insert(ns.to_owned());
-        ns.to_owned()
-    } else if seen.contains(ns) {
-        ns.to_owned()
+        seen.insert(value.to_owned());
+        value.to_owned()
+    } else if seen.contains(value) {
+        value.to_owned()
     } else {
         "other".to_owned()
     }
+}
+
+fn namespace_label(ns: &str) -> String {
+    static SEEN: LazyLock<RwLock<HashSet<String>>> = LazyLock::new(Default::default);
+    bounded(&SEEN, ns)
+}
+
+/// The namespace and breaker labels: the first 1,000 breaker names seen keep theirs.
+fn breaker_labels(ns: &str, breaker: &str) -> [(&'static str, String); 2] {
+    static SEEN: LazyLock<RwLock<HashSet<String>>> = LazyLock::new(Default::default);
+    let breaker = bounded(&SEEN, breaker);
+    [("namespace", namespace_label(ns)), ("breaker", breaker)]
+}
+
+/// One breaker consulted by an Acquire.
+pub fn breaker_decision(namespace: &str, breaker: &str, allowed: bool) {
+    let [ns, b] = breaker_labels(namespace, breaker);
+    let result = if allowed { "allowed" } else { "denied" };
+    counter!("floodgate_breaker_decisions_total", ns.0 => ns.1, b.0 => b.1, "result" => result)
+        .increment(1);
+}
+
+/// One transition made by this server.
+pub fn breaker_transition(namespace: &str, t: &crate::store::MadeTransition) {
+    let [ns, b] = breaker_labels(namespace, &t.breaker);
+    counter!(
+        "floodgate_breaker_transitions_total",
+        ns.0 => ns.1, b.0 => b.1, "from" => t.from.name(), "to" => t.to.name()
+    )
+    .increment(1);
+}
+
+/// One breaker report: `accepted`, `stale` or `failed`.
+pub fn breaker_report(result: &'static str) {
+    counter!("floodgate_breaker_reports_total", "result" => result).increment(1);
+}
+
+/// Keeps `floodgate_breaker_state` current from the fleet's transition events.
+pub fn spawn_breaker_state_gauge(
+    mut events: tokio::sync::broadcast::Receiver<crate::store::BreakerEvent>,
+) {
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(e) => breaker_state(&e.namespace, &e.breaker, e.to),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+}
+
+/// A breaker's state as seen in the fleet's events.
+pub fn breaker_state(namespace: &str, breaker: &str, state: floodgate_core::breaker::State) {
+    let [ns, b] = breaker_labels(namespace, breaker);
+    let value = f64::from(crate::service::circuit_breakers::wire_state(state) as i32);
+    gauge!("floodgate_breaker_state", ns.0 => ns.1, b.0 => b.1).set(value);
 }
 
 /// One limit check decided.
@@ -150,7 +223,19 @@ const BUCKETS_US: [u64; 12] = [
     100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
 ];
 /// The store operations, in the order their histograms are kept.
-const OPS: [&str; 6] = ["acquire", "status", "release", "renew", "reset", "ping"];
+const OPS: [&str; 11] = [
+    "acquire",
+    "status",
+    "release",
+    "renew",
+    "reset",
+    "ping",
+    "breaker_report",
+    "breaker_get",
+    "breaker_set_state",
+    "breaker_history",
+    "breaker_index",
+];
 
 /// One fixed-bucket histogram: atomics only, so recording never allocates or waits (the
 /// exporter's own histograms keep every sample until drained).

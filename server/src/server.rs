@@ -2,12 +2,18 @@
 //! shutdown future resolves, then drains in-flight calls.
 use std::{future::Future, sync::Arc};
 
-use floodgate_proto::v1::{admin_server::AdminServer, rate_limiter_server::RateLimiterServer};
+use floodgate_proto::v1::{
+    admin_server::AdminServer, circuit_breakers_server::CircuitBreakersServer,
+    rate_limiter_server::RateLimiterServer,
+};
 use tokio::net::TcpListener;
 use tonic::transport::{Server, server::TcpIncoming};
 
 use crate::{
-    service::{admin::AdminService, rate_limiter::RateLimiterService, state::AppState},
+    service::{
+        admin::AdminService, circuit_breakers::CircuitBreakersService,
+        rate_limiter::RateLimiterService, state::AppState,
+    },
     store::Store,
 };
 
@@ -22,6 +28,9 @@ pub async fn run<S: Store>(
         .set_serving::<RateLimiterServer<RateLimiterService<S>>>()
         .await;
     health.set_serving::<AdminServer<AdminService<S>>>().await;
+    health
+        .set_serving::<CircuitBreakersServer<CircuitBreakersService<S>>>()
+        .await;
     // Reflection in both versions: grpcurl speaks v1, many other tools still v1alpha.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -37,12 +46,19 @@ pub async fn run<S: Store>(
         .add_service(RateLimiterServer::new(RateLimiterService::new(
             state.clone(),
         )))
-        .add_service(AdminServer::new(AdminService::new(state)))
+        .add_service(CircuitBreakersServer::new(CircuitBreakersService::new(
+            state.clone(),
+        )))
+        .add_service(AdminServer::new(AdminService::new(state.clone())))
         // TCP_NODELAY: an answer is one small frame; Nagle plus delayed ACKs would hold it
         // back for ~40 ms.
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
+            async move {
+                shutdown.await;
+                // Watch streams never end by themselves; end them so the drain can finish.
+                state.begin_shutdown();
+            },
         )
         .await?;
     Ok(())

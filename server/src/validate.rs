@@ -13,11 +13,13 @@ use crate::{
     config::Config,
     error::Error,
     keys::Keys,
-    store::{AcquirePlan, PlannedCheck},
+    store::{AcquirePlan, PlannedBreaker, PlannedCheck},
 };
 
 /// Most checks in one Acquire.
 pub const MAX_CHECKS: usize = 16;
+/// Most breakers one Acquire may name.
+pub const MAX_BREAKERS: usize = 16;
 /// Longest `request_id`, in bytes.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
 
@@ -47,6 +49,11 @@ pub fn to_duration(us: Micros) -> prost_types::Duration {
         seconds: (us / 1_000_000) as i64,
         nanos: ((us % 1_000_000) * 1_000) as i32,
     }
+}
+
+/// Checks the namespace rule (1-64 characters of `[A-Za-z0-9_.-]`).
+pub fn namespace_rule(ns: &str) -> Result<(), Error> {
+    namespace(ns)
 }
 
 fn namespace(ns: &str) -> Result<(), Error> {
@@ -214,46 +221,82 @@ pub fn acquire_plan(
         }
         checks.push(planned);
     }
-    // Only the first breaker is looked at: none can exist yet, so it decides the answer.
-    if let Some((index, name)) = req.breakers.iter().enumerate().next() {
-        validate_policy_name(name).map_err(|_| {
-            invalid(
-                &format!("breakers[{index}]"),
-                "must be 1-64 characters of [A-Za-z0-9_.-]",
-            )
-        })?;
-        // Breakers arrive with the circuit-breaker service; none can be configured yet.
-        return Err(Error::BreakerNotFound {
-            index,
-            name: name.clone(),
-        });
+    if req.breakers.len() > MAX_BREAKERS {
+        return Err(invalid(
+            "breakers",
+            format!(
+                "at most {MAX_BREAKERS} breakers per Acquire, got {}",
+                req.breakers.len()
+            ),
+        ));
+    }
+    let mut breakers = Vec::with_capacity(req.breakers.len());
+    for (i, name) in req.breakers.iter().enumerate() {
+        let field = format!("breakers[{i}]");
+        if req.breakers[..i].contains(name) {
+            return Err(invalid(&field, "names a breaker twice"));
+        }
+        breakers.push(planned_breaker(&field, &req.namespace, name, config, keys)?);
     }
     let request_record = match req.checks.first() {
         Some(first) if !req.request_id.is_empty() => Some(keys.request(
             &req.namespace,
             &first.key,
             &req.request_id,
-            &request_fingerprint(&checks),
+            &request_fingerprint(&checks, &breakers),
         )),
         _ => None,
     };
     Ok(AcquirePlan {
         checks,
         request_record,
+        breakers,
         consume: true,
         now: None,
     })
 }
 
-/// 16 hex digits of FNV-1a over every check's state key and cost: what makes an Acquire
-/// "the same request" for `request_id` replay.
-fn request_fingerprint(checks: &[PlannedCheck]) -> String {
+/// Resolves breaker `name` of `namespace` (named at `field`) against the configuration.
+pub fn planned_breaker(
+    field: &str,
+    namespace: &str,
+    name: &str,
+    config: &Config,
+    keys: &Keys,
+) -> Result<PlannedBreaker, Error> {
+    validate_policy_name(name)
+        .map_err(|_| invalid(field, "must be 1-64 characters of [A-Za-z0-9_.-]"))?;
+    let settings = config
+        .breaker(name)
+        .ok_or_else(|| Error::BreakerNotFound {
+            field: field.to_owned(),
+            name: name.to_owned(),
+        })?
+        .clone();
+    Ok(PlannedBreaker {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        keys: keys.breaker(namespace, name),
+        settings,
+        channel: keys.breaker_channel(),
+    })
+}
+
+/// 16 hex digits of FNV-1a over every check's state key and cost and every breaker's state
+/// key: what makes an Acquire "the same request" for `request_id` replay.
+fn request_fingerprint(checks: &[PlannedCheck], breakers: &[PlannedBreaker]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for c in checks {
-        for b in c.key.bytes().chain([0]).chain(c.cost.to_le_bytes()) {
+    let mut eat = |bytes: &mut dyn Iterator<Item = u8>| {
+        for b in bytes {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
+    };
+    for c in checks {
+        eat(&mut c.key.bytes().chain([0]).chain(c.cost.to_le_bytes()));
+    }
+    for b in breakers {
+        eat(&mut [1].into_iter().chain(b.keys[0].bytes()));
     }
     format!("{h:016x}")
 }
@@ -271,6 +314,7 @@ pub fn status_plan(
     Ok(AcquirePlan {
         checks: vec![planned],
         request_record: None,
+        breakers: Vec::new(),
         consume: false,
         now: None,
     })

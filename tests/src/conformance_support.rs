@@ -234,6 +234,7 @@ pub fn plan_at(checks: Vec<PlannedCheck>, now: Micros, consume: bool) -> Acquire
     AcquirePlan {
         checks,
         request_record: None,
+        breakers: Vec::new(),
         consume,
         now: Some(now),
     }
@@ -261,6 +262,8 @@ pub fn model_acquire(states: &mut [LimitState], plan: &AcquirePlan) -> StoreDeci
         allowed: outcome.allowed,
         checks: outcome.checks,
         leases,
+        breakers: Vec::new(),
+        transitions: Vec::new(),
     }
 }
 

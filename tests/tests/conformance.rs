@@ -961,6 +961,7 @@ fn request_record_replays_the_first_answer_and_consumes_nothing_more() {
             planned(&cc_key, &cc, 1, Some(member.to_owned())),
         ],
         request_record: Some(keys.request(&ns, "user:42", record, "0123456789abcdef")),
+        breakers: Vec::new(),
         consume: true,
         now: Some(now),
     };

@@ -97,6 +97,7 @@ fn plan(checks: &[(&Check, u64, Option<String>)], now: Micros, consume: bool) ->
             })
             .collect(),
         request_record: None,
+        breakers: Vec::new(),
         consume,
         now: Some(now),
     }

@@ -187,6 +187,7 @@ fn run(env: &Env, sc: &Scenario) -> Result<(), TestCaseError> {
                     let mut plan = AcquirePlan {
                         checks: build(costs, true),
                         request_record: None,
+                        breakers: Vec::new(),
                         consume: true,
                         now: Some(now),
                     };
@@ -210,6 +211,7 @@ fn run(env: &Env, sc: &Scenario) -> Result<(), TestCaseError> {
                 compare(&AcquirePlan {
                     checks: build(costs, false),
                     request_record: None,
+                    breakers: Vec::new(),
                     consume: false,
                     now: Some(now),
                 })?;

@@ -119,6 +119,7 @@ async fn serve_with<S: Store>(
     if let Some(handle) = &metrics {
         crate::metrics::spawn_upkeep(handle.clone());
     }
+    crate::metrics::spawn_breaker_state_gauge(store.breaker_events());
     let state = AppState::new(store, config);
     if let Some((path, overrides)) = watch {
         crate::reload::spawn(state.clone(), path, overrides);
@@ -181,6 +182,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                     "could not read Redis's maxmemory-policy (CONFIG GET refused); check that it is noeviction or volatile-*"
                 ),
             }
+            store.start_event_relay(
+                crate::keys::Keys::new(config.key_prefix.clone()).breaker_channel(),
+            );
             serve_with(store, config, watch).await?;
         }
         None => {

@@ -2,8 +2,11 @@
 //!
 //! - [`state`]: what every service shares (store, live config, keys).
 //! - [`rate_limiter`]: `floodgate.v1.RateLimiter` (Acquire, Release, Renew, Status).
+//! - [`circuit_breakers`]: `floodgate.v1.CircuitBreakers` (Report, Get, List, SetState,
+//!   Watch, History).
 //! - [`admin`]: `floodgate.v1.Admin` (ResetLimit).
 pub mod admin;
+pub mod circuit_breakers;
 pub mod rate_limiter;
 pub mod state;
 

@@ -8,7 +8,7 @@ use floodgate_core::{
 use floodgate_proto::v1::{self as pb, rate_limiter_server::RateLimiter};
 use tonic::{Request, Response, Status};
 
-use super::{observed, state::AppState};
+use super::{circuit_breakers::wire_state, observed, state::AppState};
 use crate::{
     error::Error,
     metrics,
@@ -70,12 +70,37 @@ impl<S: Store> RateLimiter for RateLimiterService<S> {
                     result,
                 );
             }
+            for t in &decision.transitions {
+                metrics::breaker_transition(&req.namespace, t);
+            }
+            let breakers: Vec<pb::BreakerDecision> = plan
+                .breakers
+                .iter()
+                .zip(&decision.breakers)
+                .map(|(b, a)| {
+                    metrics::breaker_decision(&req.namespace, &b.name, a.allowed);
+                    pb::BreakerDecision {
+                        breaker: b.name.clone(),
+                        allowed: a.allowed,
+                        state: wire_state(a.state) as i32,
+                        retry_after: Some(to_duration(a.retry_after)),
+                        generation: a.generation,
+                    }
+                })
+                .collect();
             let retry_after = plan
                 .checks
                 .iter()
                 .zip(&decision.checks)
                 .filter(|(c, o)| !o.allowed && !c.policy.shadow())
                 .map(|(_, o)| o.retry_after)
+                .chain(
+                    decision
+                        .breakers
+                        .iter()
+                        .filter(|a| !a.allowed)
+                        .map(|a| a.retry_after),
+                )
                 .max()
                 .unwrap_or(0);
             let checks = plan
@@ -89,7 +114,7 @@ impl<S: Store> RateLimiter for RateLimiterService<S> {
                 allowed: decision.allowed,
                 retry_after: Some(to_duration(retry_after)),
                 checks,
-                breakers: Vec::new(),
+                breakers,
                 degraded,
             }))
         })

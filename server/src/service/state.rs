@@ -1,9 +1,16 @@
 //! What every service shares: the store, the live configuration and the key builder, and
 //! the one place a store call gets its deadline and its fail mode.
-use std::{sync::Arc, time::Instant};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use arc_swap::ArcSwap;
-use floodgate_core::{CheckOutcome, FailMode};
+use floodgate_core::{
+    CheckOutcome, FailMode,
+    breaker::{Admission, State},
+};
 use tracing::warn;
 
 use crate::{
@@ -11,7 +18,7 @@ use crate::{
     error::Error,
     keys::Keys,
     metrics,
-    store::{AcquirePlan, Store, StoreDecision, StoreError, memory::MemoryStore},
+    store::{AcquirePlan, PlannedBreaker, Store, StoreDecision, StoreError, memory::MemoryStore},
 };
 
 /// Shared by every service of one server.
@@ -25,7 +32,18 @@ pub struct AppState<S> {
     pub keys: Keys,
     /// Decides `FAIL_MODE_LOCAL` checks in-process while the store is failing.
     pub local: MemoryStore,
+    /// Becomes true when the server starts shutting down (ends Watch streams, which would
+    /// otherwise hold the graceful drain open forever).
+    shutdown: tokio::sync::watch::Sender<bool>,
+    /// Breaker index entries this process wrote recently (so a busy Report path does not
+    /// write the index every time).
+    noted: parking_lot::Mutex<HashMap<String, Instant>>,
 }
+
+/// How often this process rewrites a breaker's index entry.
+const NOTE_EVERY: Duration = Duration::from_secs(3600);
+/// Most index entries remembered before the memory is cleared.
+const MAX_NOTED: usize = 10_000;
 
 impl<S: Store> AppState<S> {
     /// State for `store` under `config`.
@@ -35,7 +53,46 @@ impl<S: Store> AppState<S> {
             keys: Keys::new(config.key_prefix.clone()),
             config: ArcSwap::from_pointee(config),
             local: MemoryStore::default(),
+            shutdown: tokio::sync::watch::channel(false).0,
+            noted: Default::default(),
         })
+    }
+
+    /// Tells long-lived streams that the server is shutting down.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// A receiver that turns true when the server starts shutting down.
+    pub fn shutdown_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Records that breaker `b` has state in its namespace (for List), at most hourly per
+    /// breaker and process; failures are only logged (List then misses a template breaker
+    /// until the next report).
+    pub async fn note_breaker(&self, b: &PlannedBreaker) {
+        let id = format!("{}\0{}", b.namespace, b.name);
+        {
+            let mut noted = self.noted.lock();
+            if noted.get(&id).is_some_and(|t| t.elapsed() < NOTE_EVERY) {
+                return;
+            }
+            if noted.len() >= MAX_NOTED {
+                noted.clear();
+            }
+            noted.insert(id, Instant::now());
+        }
+        let index = self.keys.breaker_index(&b.namespace);
+        if let Err(e) = self
+            .timed(
+                "breaker_index",
+                self.store.breaker_index_add(&index, &b.name),
+            )
+            .await
+        {
+            warn!(error = %e, breaker = %b.name, "could not note the breaker for List");
+        }
     }
 
     /// Runs one store call within `store_timeout`, recording its latency and any error.
@@ -92,11 +149,27 @@ impl<S: Store> AppState<S> {
             .iter()
             .map(|c| c.policy.fail_mode().unwrap_or(default))
             .collect();
+        let breakers: Vec<Admission> = plan
+            .breakers
+            .iter()
+            .map(|b| {
+                let open = b.settings.fail_mode != FailMode::Closed;
+                // Generation 0: outcomes reported with it count in whatever generation the
+                // breaker is in when the store is back.
+                Admission {
+                    allowed: open,
+                    state: if open { State::Closed } else { State::Open },
+                    retry_after: 0,
+                    generation: 0,
+                }
+            })
+            .collect();
         let closed = plan
             .checks
             .iter()
             .zip(&modes)
-            .any(|(c, m)| *m == FailMode::Closed && !c.policy.shadow());
+            .any(|(c, m)| *m == FailMode::Closed && !c.policy.shadow())
+            || breakers.iter().any(|b| !b.allowed);
         let degraded = |c: &crate::store::PlannedCheck, allowed: bool| CheckOutcome {
             allowed,
             limit: c.policy.capacity(),
@@ -115,6 +188,8 @@ impl<S: Store> AppState<S> {
                 allowed: false,
                 checks,
                 leases: vec![None; plan.checks.len()],
+                breakers,
+                transitions: Vec::new(),
             };
         }
         let local: Vec<usize> = (0..plan.checks.len())
@@ -127,6 +202,7 @@ impl<S: Store> AppState<S> {
             let sub = AcquirePlan {
                 checks: local.iter().map(|&i| plan.checks[i].clone()).collect(),
                 request_record: None,
+                breakers: Vec::new(),
                 consume: plan.consume,
                 now: plan.now,
             };
@@ -143,6 +219,8 @@ impl<S: Store> AppState<S> {
             allowed,
             checks,
             leases,
+            breakers,
+            transitions: Vec::new(),
         }
     }
 }

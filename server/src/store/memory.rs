@@ -1,15 +1,27 @@
 //! The in-memory store: the `core` model behind one mutex. Serves a single instance only;
 //! nothing is shared with other servers. Idle state is swept in the background.
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeSet, HashMap, VecDeque},
+    sync::Arc,
+    time::Duration,
+};
 
 use floodgate_core::{
     Clock, Micros, SystemClock,
     acquire::{CheckRequest, LimitState, acquire},
+    breaker::{Breaker, State, Transition, machine},
     concurrency,
 };
 use parking_lot::Mutex;
+use tokio::sync::broadcast;
 
-use super::{AcquirePlan, PlannedCheck, Store, StoreDecision, StoreError};
+use super::{
+    AcquirePlan, BreakerEvent, BreakerRead, BreakerReported, MadeTransition, PlannedBreaker,
+    PlannedCheck, ReportCounts, Store, StoreDecision, StoreError,
+};
+
+/// Transitions kept per breaker (as the Redis stream's MAXLEN).
+const HISTORY_LEN: usize = 1_000;
 
 /// How long a request record answers retries.
 const REQUEST_RECORD_TTL: Micros = 60_000_000;
@@ -20,6 +32,12 @@ struct Tables {
     limits: HashMap<String, (LimitState, Micros)>,
     /// First answers of Acquires with a request_id, with their expiry.
     requests: HashMap<String, (StoreDecision, Micros)>,
+    /// Breaker state by state key.
+    breakers: HashMap<String, Breaker>,
+    /// Breaker transitions by state key, newest last.
+    history: HashMap<String, VecDeque<BreakerEvent>>,
+    /// Breaker names with state, by index key.
+    index: HashMap<String, BTreeSet<String>>,
 }
 
 /// Limit state in this process.
@@ -29,6 +47,8 @@ pub struct MemoryStore {
     tables: Arc<Mutex<Tables>>,
     /// Where "now" comes from when a plan gives none.
     clock: Arc<dyn Clock>,
+    /// Breaker transitions, for Watch.
+    events: broadcast::Sender<BreakerEvent>,
 }
 
 impl Default for MemoryStore {
@@ -43,6 +63,7 @@ impl MemoryStore {
         Self {
             tables: Arc::default(),
             clock,
+            events: broadcast::channel(1024).0,
         }
     }
 
@@ -68,6 +89,7 @@ impl MemoryStore {
                 MemoryStore {
                     tables,
                     clock: clock.clone(),
+                    events: broadcast::channel(1).0,
                 }
                 .sweep();
             }
@@ -96,6 +118,23 @@ impl MemoryStore {
         {
             return answer.clone();
         }
+        // Breakers first: a refusing breaker means no check consumes.
+        let mut transitions = Vec::new();
+        let mut admissions = Vec::with_capacity(plan.breakers.len());
+        let mut held: Vec<Option<Breaker>> = Vec::with_capacity(plan.breakers.len());
+        for (i, b) in plan.breakers.iter().enumerate() {
+            let mut state = tables.breakers.remove(&b.keys[0]);
+            let mut made = Vec::new();
+            admissions.push(machine::admit(
+                &mut state,
+                &b.settings.config,
+                now,
+                &mut made,
+            ));
+            transitions.extend(made.into_iter().map(|t| (i, t)));
+            held.push(state);
+        }
+        let breakers_allow = admissions.iter().all(|a| a.allowed);
         // Take the states out so each check gets its own `&mut` (keys are distinct).
         let mut states: Vec<LimitState> = plan
             .checks
@@ -111,7 +150,17 @@ impl MemoryStore {
         let requests: Vec<CheckRequest<'_>> =
             plan.checks.iter().map(PlannedCheck::request).collect();
         let mut refs: Vec<&mut LimitState> = states.iter_mut().collect();
-        let outcome = acquire(&mut refs, &requests, now, plan.consume);
+        let outcome = acquire(&mut refs, &requests, now, plan.consume && breakers_allow);
+        let allowed = outcome.allowed && breakers_allow;
+        for (b, mut state) in plan.breakers.iter().zip(held) {
+            if plan.consume && allowed {
+                machine::commit(&mut state, &b.settings.config, now);
+            }
+            if let Some(state) = state {
+                tables.breakers.insert(b.keys[0].clone(), state);
+            }
+        }
+        let made = self.record_transitions(tables, &plan.breakers, transitions);
         for (c, s) in plan.checks.iter().zip(states) {
             let exp = s.expires_at(&c.policy);
             if exp > now {
@@ -123,15 +172,17 @@ impl MemoryStore {
             .iter()
             .zip(&outcome.checks)
             .map(|(c, o)| {
-                (plan.consume && outcome.allowed && o.allowed)
+                (plan.consume && allowed && o.allowed)
                     .then(|| c.lease_member.clone())
                     .flatten()
             })
             .collect();
         let decision = StoreDecision {
-            allowed: outcome.allowed,
+            allowed,
             checks: outcome.checks,
             leases,
+            breakers: admissions,
+            transitions: made,
         };
         // Only an admitted answer is recorded (a denial consumed nothing; its retry is
         // decided afresh), as in `lua/acquire.lua`.
@@ -144,6 +195,70 @@ impl MemoryStore {
                 .insert(record.clone(), (decision.clone(), now + REQUEST_RECORD_TTL));
         }
         decision
+    }
+
+    /// Keeps and publishes `transitions` of `breakers` (matched by name); returns them in
+    /// the stores' common form.
+    fn record_transitions(
+        &self,
+        tables: &mut Tables,
+        breakers: &[PlannedBreaker],
+        transitions: Vec<(usize, Transition)>,
+    ) -> Vec<MadeTransition> {
+        transitions
+            .into_iter()
+            .map(|(i, t)| {
+                let b = &breakers[i];
+                let event = BreakerEvent {
+                    namespace: b.namespace.clone(),
+                    breaker: b.name.clone(),
+                    from: t.from,
+                    to: t.to,
+                    at: t.at,
+                    reason: t.reason.to_owned(),
+                    generation: t.generation,
+                    retry_after: t.retry_after,
+                };
+                let h = tables.history.entry(b.keys[0].clone()).or_default();
+                h.push_back(event.clone());
+                if h.len() > HISTORY_LEN {
+                    h.pop_front();
+                }
+                // Nobody watching is fine.
+                let _ = self.events.send(event);
+                MadeTransition {
+                    breaker: b.name.clone(),
+                    from: t.from,
+                    to: t.to,
+                    reason: t.reason.to_owned(),
+                }
+            })
+            .collect()
+    }
+
+    /// Runs `f` on one breaker's state under the lock, then keeps and publishes the
+    /// transitions it made.
+    fn with_breaker<T>(
+        &self,
+        b: &PlannedBreaker,
+        now: Option<Micros>,
+        f: impl FnOnce(&mut Option<Breaker>, Micros, &mut Vec<Transition>) -> T,
+    ) -> (T, Vec<MadeTransition>) {
+        let mut guard = self.tables.lock();
+        let now = now.unwrap_or_else(|| self.clock.now());
+        let tables = &mut *guard;
+        let mut state = tables.breakers.remove(&b.keys[0]);
+        let mut transitions = Vec::new();
+        let out = f(&mut state, now, &mut transitions);
+        if let Some(state) = state {
+            tables.breakers.insert(b.keys[0].clone(), state);
+        }
+        let made = self.record_transitions(
+            tables,
+            std::slice::from_ref(b),
+            transitions.into_iter().map(|t| (0, t)).collect(),
+        );
+        (out, made)
     }
 
     fn with_leases<T>(
@@ -196,6 +311,83 @@ impl Store for MemoryStore {
         let mut t = self.tables.lock();
         let now = self.clock.now();
         Ok(t.limits.remove(key).is_some_and(|(_, exp)| exp > now))
+    }
+
+    async fn breaker_report(
+        &self,
+        b: &PlannedBreaker,
+        report: &ReportCounts,
+        draw: u32,
+        now: Option<Micros>,
+    ) -> Result<BreakerReported, StoreError> {
+        let (result, transitions) = self.with_breaker(b, now, |state, now, out| {
+            machine::report(state, &b.settings.config, now, &report.input(), draw, out)
+        });
+        Ok(BreakerReported {
+            result,
+            transitions,
+        })
+    }
+
+    async fn breaker_get(
+        &self,
+        b: &PlannedBreaker,
+        now: Option<Micros>,
+    ) -> Result<BreakerRead, StoreError> {
+        let (info, transitions) = self.with_breaker(b, now, |state, now, out| {
+            if let Some(s) = state {
+                machine::advance(s, &b.settings.config, now, out);
+            }
+            machine::info(state, &b.settings.config, now)
+        });
+        Ok(BreakerRead { info, transitions })
+    }
+
+    async fn breaker_set_state(
+        &self,
+        b: &PlannedBreaker,
+        to: State,
+        draw: u32,
+        now: Option<Micros>,
+    ) -> Result<BreakerRead, StoreError> {
+        let (info, transitions) = self.with_breaker(b, now, |state, now, out| {
+            machine::set_state(state, &b.settings.config, now, to, draw, out);
+            machine::info(state, &b.settings.config, now)
+        });
+        Ok(BreakerRead { info, transitions })
+    }
+
+    async fn breaker_history(
+        &self,
+        b: &PlannedBreaker,
+        limit: usize,
+    ) -> Result<Vec<BreakerEvent>, StoreError> {
+        let t = self.tables.lock();
+        Ok(t.history
+            .get(&b.keys[0])
+            .map(|h| h.iter().rev().take(limit).cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn breaker_index_add(&self, index: &str, name: &str) -> Result<(), StoreError> {
+        let mut t = self.tables.lock();
+        t.index
+            .entry(index.to_owned())
+            .or_default()
+            .insert(name.to_owned());
+        Ok(())
+    }
+
+    async fn breaker_index(&self, index: &str) -> Result<Vec<String>, StoreError> {
+        let t = self.tables.lock();
+        Ok(t.index
+            .get(index)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    fn breaker_events(&self) -> broadcast::Receiver<BreakerEvent> {
+        self.events.subscribe()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -4,11 +4,19 @@
 //! - [`redis`]: the fleet-wide store, one Lua script call per operation.
 use std::{future::Future, sync::Arc};
 
-use floodgate_core::{CheckOutcome, Micros, Policy};
+use floodgate_core::{
+    CheckOutcome, Micros, Policy,
+    breaker::{Admission, State},
+};
 use thiserror::Error;
 
+pub mod breaker;
 pub mod memory;
 pub mod redis;
+
+pub use breaker::{
+    BreakerEvent, BreakerRead, BreakerReported, MadeTransition, PlannedBreaker, ReportCounts,
+};
 
 /// One check, resolved and ready for a store.
 #[derive(Debug, Clone)]
@@ -43,6 +51,8 @@ pub struct AcquirePlan {
     pub checks: Vec<PlannedCheck>,
     /// Key of the request record when the request carries a `request_id`.
     pub request_record: Option<String>,
+    /// Breakers that must admit too (Acquire only).
+    pub breakers: Vec<PlannedBreaker>,
     /// False for Status: decide, never write.
     pub consume: bool,
     /// Explicit clock, for tests only; `None` means the store's clock (Redis `TIME`).
@@ -58,6 +68,10 @@ pub struct StoreDecision {
     pub checks: Vec<CheckOutcome>,
     /// Per check: the lease member taken, if any.
     pub leases: Vec<Option<String>>,
+    /// Per breaker, in plan order.
+    pub breakers: Vec<Admission>,
+    /// Transitions the decision made (lazy OPEN -> HALF_OPEN steps).
+    pub transitions: Vec<MadeTransition>,
 }
 
 /// Infrastructure failures; a denial is never an error.
@@ -109,6 +123,48 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<Micros>, StoreError>> + Send;
     /// Forgets a limit's state; true when there was any.
     fn reset(&self, key: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Records reported outcomes for one breaker (creating its state when needed).
+    /// `draw` is the jitter draw (0..1_000_000) for a wait in OPEN.
+    fn breaker_report(
+        &self,
+        breaker: &PlannedBreaker,
+        report: &ReportCounts,
+        draw: u32,
+        now: Option<Micros>,
+    ) -> impl Future<Output = Result<BreakerReported, StoreError>> + Send;
+    /// Reads one breaker (applying the lazy steps; never creating state).
+    fn breaker_get(
+        &self,
+        breaker: &PlannedBreaker,
+        now: Option<Micros>,
+    ) -> impl Future<Output = Result<BreakerRead, StoreError>> + Send;
+    /// Moves one breaker to `state` (an operator's override), creating it when needed.
+    fn breaker_set_state(
+        &self,
+        breaker: &PlannedBreaker,
+        state: State,
+        draw: u32,
+        now: Option<Micros>,
+    ) -> impl Future<Output = Result<BreakerRead, StoreError>> + Send;
+    /// The breaker's last `limit` transitions, newest first.
+    fn breaker_history(
+        &self,
+        breaker: &PlannedBreaker,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<BreakerEvent>, StoreError>> + Send;
+    /// Notes that `name` has state in the namespace of `index` (for List).
+    fn breaker_index_add(
+        &self,
+        index: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Names noted in `index`.
+    fn breaker_index(
+        &self,
+        index: &str,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    /// Every breaker transition in the fleet, as it happens.
+    fn breaker_events(&self) -> tokio::sync::broadcast::Receiver<BreakerEvent>;
     /// Checks that the store answers (readiness).
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// A short description for logs and status: `memory`, `redis redis://…`.

@@ -2,20 +2,29 @@
 //! servers sharing one Redis decides as one.
 //!
 //! - [`scripts`]: the assembled scripts.
-//! - [`reply`]: parsing the Acquire script's reply.
+//! - `reply`: parsing the scripts' replies.
+//! - `events`: relaying breaker transitions from Redis Pub/Sub to this server's watchers.
 //!
 //! Connections: by default one multiplexed connection (redis-rs `ConnectionManager`, which
 //! pipelines concurrent commands on one socket and reconnects by itself); optionally a
 //! deadpool pool of exclusive connections. The README (Performance) records the
 //! measurements behind the default.
-use floodgate_core::{Algorithm, Micros};
+use floodgate_core::{
+    Algorithm, Micros,
+    breaker::{BreakerConfig, State},
+};
 use redis::{
     Script, ScriptInvocation,
     aio::{ConnectionManager, ConnectionManagerConfig},
 };
+use tokio::sync::broadcast;
 
-use super::{AcquirePlan, Store, StoreDecision, StoreError};
+use super::{
+    AcquirePlan, BreakerEvent, BreakerRead, BreakerReported, PlannedBreaker, ReportCounts, Store,
+    StoreDecision, StoreError,
+};
 
+mod events;
 mod reply;
 pub mod scripts;
 
@@ -43,6 +52,10 @@ pub struct RedisStore {
     conn: Conn,
     /// The URL, password removed, for logs.
     url: String,
+    /// For the Pub/Sub connection of the breaker event relay.
+    client: redis::Client,
+    /// Breaker transitions from every server, once the relay runs.
+    events: broadcast::Sender<BreakerEvent>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -91,6 +104,8 @@ impl RedisStore {
         let store = Self {
             conn,
             url: redact(url),
+            client: redis::Client::open(url)?,
+            events: broadcast::channel(1024).0,
         };
         store.load_scripts().await?;
         Ok(store)
@@ -108,7 +123,7 @@ impl RedisStore {
 
     /// Loads every script (done at start; `EVALSHA` reloads by itself after a flush).
     pub async fn load_scripts(&self) -> Result<(), StoreError> {
-        for script in [&*scripts::ACQUIRE, &*scripts::RELEASE, &*scripts::RENEW] {
+        for script in scripts::all() {
             match &self.conn {
                 Conn::Multiplexed(c) => {
                     script.load_async(&mut c.clone()).await?;
@@ -152,6 +167,12 @@ impl RedisStore {
         }
     }
 
+    /// Relays every breaker transition published on `channel` (by any server) to
+    /// [`Store::breaker_events`], reconnecting with backoff until the process ends.
+    pub fn start_event_relay(&self, channel: String) {
+        events::spawn_relay(self.client.clone(), channel, self.events.clone());
+    }
+
     async fn command<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
         match &self.conn {
             Conn::Multiplexed(c) => Ok(cmd.query_async(&mut c.clone()).await?),
@@ -189,6 +210,11 @@ fn acquire_invocation<'a>(script: &'a Script, plan: &AcquirePlan) -> ScriptInvoc
         }
         _ => 0,
     };
+    for b in &plan.breakers {
+        for k in &b.keys {
+            inv.key(k.as_str());
+        }
+    }
     inv.arg(if plan.consume { "acquire" } else { "status" })
         .arg(now_arg(plan.now))
         .arg(record_ttl)
@@ -207,6 +233,55 @@ fn acquire_invocation<'a>(script: &'a Script, plan: &AcquirePlan) -> ScriptInvoc
             _ => inv.arg(p.limit()).arg(p.period()).arg(""),
         };
     }
+    if let Some(first) = plan.breakers.first() {
+        inv.arg(plan.breakers.len())
+            .arg(first.namespace.as_str())
+            .arg(&first.channel);
+        for b in &plan.breakers {
+            inv.arg(b.name.as_str());
+            breaker_args(&mut inv, &b.settings.config);
+        }
+    }
+    inv
+}
+
+/// The 12 settings every breaker script reads (`br_cfg` in `lua/breaker.lua`).
+fn breaker_args(inv: &mut ScriptInvocation<'_>, c: &BreakerConfig) {
+    let s = c.spec();
+    inv.arg(s.window.name())
+        .arg(s.window_size)
+        .arg(s.minimum_calls)
+        .arg(s.failure_rate_threshold.to_string())
+        .arg(s.slow_call_rate_threshold.to_string())
+        .arg(s.wait_in_open)
+        .arg(s.wait_in_open_multiplier.to_string())
+        .arg(s.wait_in_open_max)
+        .arg(s.wait_in_open_jitter.to_string())
+        .arg(s.half_open_calls)
+        .arg(s.half_open_max_wait)
+        .arg(s.minimum_reporters);
+}
+
+/// A breaker script's invocation up to its settings: 4 keys, now, namespace, name,
+/// channel, and the jitter draw when given.
+fn breaker_invocation<'a>(
+    script: &'a Script,
+    b: &PlannedBreaker,
+    now: Option<Micros>,
+    draw: Option<u32>,
+) -> ScriptInvocation<'a> {
+    let mut inv = script.prepare_invoke();
+    for k in &b.keys {
+        inv.key(k.as_str());
+    }
+    inv.arg(now_arg(now))
+        .arg(b.namespace.as_str())
+        .arg(b.name.as_str())
+        .arg(&b.channel);
+    if let Some(d) = draw {
+        inv.arg(d);
+    }
+    breaker_args(&mut inv, &b.settings.config);
     inv
 }
 
@@ -214,7 +289,89 @@ impl Store for RedisStore {
     async fn acquire(&self, plan: &AcquirePlan) -> Result<StoreDecision, StoreError> {
         let inv = acquire_invocation(&scripts::ACQUIRE, plan);
         let value: redis::Value = self.invoke(&inv).await?;
-        reply::parse_acquire(&value, plan.checks.len())
+        reply::parse_acquire(&value, plan.checks.len(), plan.breakers.len())
+    }
+
+    async fn breaker_report(
+        &self,
+        b: &PlannedBreaker,
+        r: &ReportCounts,
+        draw: u32,
+        now: Option<Micros>,
+    ) -> Result<BreakerReported, StoreError> {
+        let mut inv = breaker_invocation(&scripts::BREAKER_REPORT, b, now, Some(draw));
+        inv.arg(r.counts.calls)
+            .arg(r.counts.failures)
+            .arg(r.counts.slow)
+            .arg(r.released)
+            .arg(r.generation)
+            .arg(r.reporter.as_str());
+        let value: redis::Value = self.invoke(&inv).await?;
+        reply::parse_report(&value)
+    }
+
+    async fn breaker_get(
+        &self,
+        b: &PlannedBreaker,
+        now: Option<Micros>,
+    ) -> Result<BreakerRead, StoreError> {
+        let inv = breaker_invocation(&scripts::BREAKER_GET, b, now, None);
+        let value: redis::Value = self.invoke(&inv).await?;
+        reply::parse_info(&value)
+    }
+
+    async fn breaker_set_state(
+        &self,
+        b: &PlannedBreaker,
+        to: State,
+        draw: u32,
+        now: Option<Micros>,
+    ) -> Result<BreakerRead, StoreError> {
+        let mut inv = breaker_invocation(&scripts::BREAKER_SET_STATE, b, now, Some(draw));
+        inv.arg(to.name());
+        let value: redis::Value = self.invoke(&inv).await?;
+        reply::parse_info(&value)
+    }
+
+    async fn breaker_history(
+        &self,
+        b: &PlannedBreaker,
+        limit: usize,
+    ) -> Result<Vec<BreakerEvent>, StoreError> {
+        let entries: Vec<(String, Vec<(String, String)>)> = self
+            .command(
+                redis::cmd("XREVRANGE")
+                    .arg(&b.keys[3])
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(limit),
+            )
+            .await?;
+        entries
+            .into_iter()
+            .map(|(_, fields)| events::from_fields(&b.namespace, &b.name, &fields))
+            .collect()
+    }
+
+    async fn breaker_index_add(&self, index: &str, name: &str) -> Result<(), StoreError> {
+        let _: i64 = self
+            .command(redis::cmd("SADD").arg(index).arg(name))
+            .await?;
+        let _: i64 = self
+            .command(redis::cmd("EXPIRE").arg(index).arg(events::INDEX_TTL_SECS))
+            .await?;
+        Ok(())
+    }
+
+    async fn breaker_index(&self, index: &str) -> Result<Vec<String>, StoreError> {
+        let mut names: Vec<String> = self.command(redis::cmd("SMEMBERS").arg(index)).await?;
+        names.sort();
+        Ok(names)
+    }
+
+    fn breaker_events(&self) -> broadcast::Receiver<BreakerEvent> {
+        self.events.subscribe()
     }
 
     async fn release(

@@ -1,10 +1,15 @@
-//! Parsing the Acquire script's reply:
-//! `{allowed, per check: allowed, limit, remaining, reset_after, retry_after, member}`,
-//! or `{'replay', record}` where the record is the same values joined by commas.
-use floodgate_core::CheckOutcome;
+//! Parsing the scripts' replies. Acquire:
+//! `{allowed, per check: allowed, limit, remaining, reset_after, retry_after, member,
+//! per breaker: allowed, state, retry_after, generation, then transitions}`, or
+//! `{'replay', record}` where the record is the same values (without transitions) joined by
+//! commas. The breaker scripts' replies are described in their files.
+use floodgate_core::{
+    CheckOutcome,
+    breaker::{Admission, Counts, Info, ReportResult, State},
+};
 use redis::Value;
 
-use crate::store::{StoreDecision, StoreError};
+use crate::store::{BreakerRead, BreakerReported, MadeTransition, StoreDecision, StoreError};
 
 fn bad(what: impl Into<String>) -> StoreError {
     StoreError::Protocol(what.into())
@@ -32,18 +37,51 @@ fn number(s: &str) -> Result<u64, StoreError> {
         .ok_or_else(|| bad(format!("not a number: {s:?}")))
 }
 
-fn decision(fields: &[String], checks: usize) -> Result<StoreDecision, StoreError> {
-    if fields.len() != 1 + 6 * checks {
+fn state(s: &str) -> Result<State, StoreError> {
+    State::from_name(s).ok_or_else(|| bad(format!("unknown breaker state {s:?}")))
+}
+
+/// The transitions tail every breaker-aware script ends with: a count, then breaker, from,
+/// to and reason per transition. A replayed answer has none.
+fn transitions(fields: &[String]) -> Result<Vec<MadeTransition>, StoreError> {
+    let Some((count, rest)) = fields.split_first() else {
+        return Ok(Vec::new());
+    };
+    let count = number(count)? as usize;
+    if rest.len() != 4 * count {
         return Err(bad(format!(
-            "expected {} values for {checks} checks, got {}",
-            1 + 6 * checks,
+            "expected {count} transitions, got {} values",
+            rest.len()
+        )));
+    }
+    rest.chunks_exact(4)
+        .map(|t| {
+            Ok(MadeTransition {
+                breaker: t[0].clone(),
+                from: state(&t[1])?,
+                to: state(&t[2])?,
+                reason: t[3].clone(),
+            })
+        })
+        .collect()
+}
+
+fn decision(
+    fields: &[String],
+    checks: usize,
+    breakers: usize,
+) -> Result<StoreDecision, StoreError> {
+    let head = 1 + 6 * checks + 4 * breakers;
+    if fields.len() < head {
+        return Err(bad(format!(
+            "expected {head} values for {checks} checks and {breakers} breakers, got {}",
             fields.len()
         )));
     }
     let allowed = number(&fields[0])? == 1;
     let mut outcomes = Vec::with_capacity(checks);
     let mut leases = Vec::with_capacity(checks);
-    for chunk in fields[1..].chunks_exact(6) {
+    for chunk in fields[1..1 + 6 * checks].chunks_exact(6) {
         outcomes.push(CheckOutcome {
             allowed: number(&chunk[0])? == 1,
             limit: number(&chunk[1])?,
@@ -53,25 +91,88 @@ fn decision(fields: &[String], checks: usize) -> Result<StoreDecision, StoreErro
         });
         leases.push((!chunk[5].is_empty()).then(|| chunk[5].clone()));
     }
+    let admissions = fields[1 + 6 * checks..head]
+        .chunks_exact(4)
+        .map(|b| {
+            Ok(Admission {
+                allowed: number(&b[0])? == 1,
+                state: state(&b[1])?,
+                retry_after: number(&b[2])?,
+                generation: number(&b[3])?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
     Ok(StoreDecision {
         allowed,
         checks: outcomes,
         leases,
+        breakers: admissions,
+        transitions: transitions(&fields[head..])?,
     })
 }
 
-/// Parses the reply for a plan of `checks` checks.
-pub(super) fn parse_acquire(value: &Value, checks: usize) -> Result<StoreDecision, StoreError> {
+fn fields(value: &Value) -> Result<Vec<String>, StoreError> {
     let Value::Array(items) = value else {
         return Err(bad(format!("expected an array, got {value:?}")));
     };
-    if items.len() == 2 && text(&items[0])? == "replay" {
-        let record = text(&items[1])?;
-        let fields: Vec<String> = record.split(',').map(str::to_owned).collect();
-        return decision(&fields, checks);
+    items.iter().map(text).collect()
+}
+
+/// Parses the reply for a plan of `checks` checks and `breakers` breakers.
+pub(super) fn parse_acquire(
+    value: &Value,
+    checks: usize,
+    breakers: usize,
+) -> Result<StoreDecision, StoreError> {
+    let fields = fields(value)?;
+    if fields.len() == 2 && fields[0] == "replay" {
+        let record: Vec<String> = fields[1].split(',').map(str::to_owned).collect();
+        return decision(&record, checks, breakers);
     }
-    let fields = items.iter().map(text).collect::<Result<Vec<_>, _>>()?;
-    decision(&fields, checks)
+    decision(&fields, checks, breakers)
+}
+
+/// Parses `breaker_report.lua`'s reply.
+pub(super) fn parse_report(value: &Value) -> Result<BreakerReported, StoreError> {
+    let f = fields(value)?;
+    if f.len() < 3 {
+        return Err(bad("short breaker report reply"));
+    }
+    Ok(BreakerReported {
+        result: ReportResult {
+            accepted: number(&f[0])? == 1,
+            state: state(&f[1])?,
+            generation: number(&f[2])?,
+        },
+        transitions: transitions(&f[3..])?,
+    })
+}
+
+/// Parses `br_info`'s 10 values and the transitions tail (`breaker_get.lua`,
+/// `breaker_set_state.lua`).
+pub(super) fn parse_info(value: &Value) -> Result<BreakerRead, StoreError> {
+    let f = fields(value)?;
+    if f.len() < 10 {
+        return Err(bad("short breaker info reply"));
+    }
+    let n = |i: usize| number(&f[i]);
+    Ok(BreakerRead {
+        info: Info {
+            exists: n(0)? == 1,
+            state: state(&f[1])?,
+            generation: n(2)?,
+            counts: Counts {
+                calls: n(3)?,
+                failures: n(4)?,
+                slow: n(5)?,
+            },
+            retry_after: n(6)?,
+            permits_in_flight: n(7)? as u32,
+            opens: n(8)? as u32,
+            failing_reporters: n(9)? as u32,
+        },
+        transitions: transitions(&f[10..])?,
+    })
 }
 
 #[cfg(test)]
@@ -88,8 +189,9 @@ mod tests {
             Value::Int(100),
             Value::Int(0),
             Value::BulkString(b"1~abc".to_vec()),
+            Value::Int(0),
         ]);
-        let d = parse_acquire(&live, 1).unwrap();
+        let d = parse_acquire(&live, 1, 0).unwrap();
         assert!(d.allowed);
         assert_eq!(d.checks[0].remaining, 9);
         assert_eq!(d.leases[0].as_deref(), Some("1~abc"));
@@ -97,11 +199,11 @@ mod tests {
             Value::BulkString(b"replay".to_vec()),
             Value::BulkString(b"1,1,10,9,100,0,1~abc".to_vec()),
         ]);
-        assert_eq!(parse_acquire(&replay, 1).unwrap(), d);
+        assert_eq!(parse_acquire(&replay, 1, 0).unwrap(), d);
     }
 
     #[test]
     fn rejects_short_replies() {
-        assert!(parse_acquire(&Value::Array(vec![Value::Int(1)]), 1).is_err());
+        assert!(parse_acquire(&Value::Array(vec![Value::Int(1)]), 1, 0).is_err());
     }
 }

@@ -1,0 +1,145 @@
+//! Breaker transitions across the fleet: every script that makes one PUBLISHes it as JSON
+//! on the events channel (`lua/breaker.lua`, `br_transition`), and each server relays the
+//! channel to its own `Watch` streams. The history stream of each breaker is read here too.
+use std::time::Duration;
+
+use floodgate_core::breaker::State;
+use futures::StreamExt;
+use serde::Deserialize;
+use tokio::sync::broadcast;
+use tracing::{info, warn};
+
+use crate::store::{BreakerEvent, StoreError};
+
+/// How long the per-namespace index of breaker names outlives its last report.
+pub(super) const INDEX_TTL_SECS: u64 = 7 * 24 * 3600;
+
+/// The JSON a transition is published as (numbers as strings: Lua's cjson would round
+/// microsecond timestamps).
+#[derive(Debug, Deserialize)]
+struct Published {
+    ns: String,
+    breaker: String,
+    from: String,
+    to: String,
+    at: String,
+    reason: String,
+    generation: String,
+    retry_after: String,
+}
+
+fn state(s: &str) -> Result<State, StoreError> {
+    State::from_name(s).ok_or_else(|| StoreError::Protocol(format!("unknown state {s:?}")))
+}
+
+fn number(s: &str) -> Result<u64, StoreError> {
+    s.parse()
+        .map_err(|_| StoreError::Protocol(format!("not a number: {s:?}")))
+}
+
+/// Parses one published message.
+fn parse(payload: &str) -> Result<BreakerEvent, StoreError> {
+    let p: Published = serde_json::from_str(payload)
+        .map_err(|e| StoreError::Protocol(format!("breaker event: {e}")))?;
+    Ok(BreakerEvent {
+        namespace: p.ns,
+        breaker: p.breaker,
+        from: state(&p.from)?,
+        to: state(&p.to)?,
+        at: number(&p.at)?,
+        reason: p.reason,
+        generation: number(&p.generation)?,
+        retry_after: number(&p.retry_after)?,
+    })
+}
+
+/// One entry of a breaker's history stream.
+pub(super) fn from_fields(
+    namespace: &str,
+    breaker: &str,
+    fields: &[(String, String)],
+) -> Result<BreakerEvent, StoreError> {
+    let get = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .ok_or_else(|| StoreError::Protocol(format!("history entry without {name}")))
+    };
+    Ok(BreakerEvent {
+        namespace: namespace.to_owned(),
+        breaker: breaker.to_owned(),
+        from: state(get("from")?)?,
+        to: state(get("to")?)?,
+        at: number(get("at")?)?,
+        reason: get("reason")?.to_owned(),
+        generation: number(get("generation")?)?,
+        retry_after: number(get("retry_after")?)?,
+    })
+}
+
+/// Subscribes to `channel` and forwards every event to `tx`, reconnecting with backoff
+/// (100 ms doubling to 5 s) whenever the connection drops.
+pub(super) fn spawn_relay(
+    client: redis::Client,
+    channel: String,
+    tx: broadcast::Sender<BreakerEvent>,
+) {
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match relay(&client, &channel, &tx).await {
+                Ok(()) => warn!(%channel, "breaker event subscription ended; resubscribing"),
+                Err(e) => {
+                    warn!(%channel, error = %e, "breaker event subscription failed; retrying")
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    });
+}
+
+async fn relay(
+    client: &redis::Client,
+    channel: &str,
+    tx: &broadcast::Sender<BreakerEvent>,
+) -> Result<(), StoreError> {
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(channel).await?;
+    info!(%channel, "relaying breaker events");
+    let mut messages = pubsub.on_message();
+    while let Some(msg) = messages.next().await {
+        let payload: String = match msg.get_payload() {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(error = %e, "unreadable breaker event");
+                continue;
+            }
+        };
+        match parse(&payload) {
+            // Nobody watching is fine.
+            Ok(event) => {
+                let _ = tx.send(event);
+            }
+            Err(e) => warn!(error = %e, "unreadable breaker event"),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_what_breaker_lua_publishes() {
+        let e = parse(
+            r#"{"ns":"shop","breaker":"pay","from":"closed","to":"open","at":"1763870000123456","reason":"failure_rate","generation":"2","retry_after":"30000000"}"#,
+        )
+        .unwrap();
+        assert_eq!((e.from, e.to), (State::Closed, State::Open));
+        assert_eq!(e.at, 1_763_870_000_123_456);
+        assert!(parse("{}").is_err());
+    }
+}
