@@ -1,7 +1,7 @@
 //! floodgate-server: the gRPC service and the `floodgate` command line.
 //!
 //! Layout:
-//! - [`cli`]: the `floodgate` subcommands (`serve`, `acquire`, `limit`, `bench`); `main.rs`
+//! - [`cli`]: the `floodgate` subcommands (`serve`, `acquire`, `limit`, `bench`, `migrate`); `main.rs`
 //!   only calls [`cli::main`].
 //! - [`config`]: the TOML file, environment and flags, merged and validated.
 //! - [`http`]: the HTTP side port (`/metrics`, `/healthz`, `/readyz`).
