@@ -39,6 +39,12 @@ impl Keys {
         )
     }
 
+    /// The schema record of the key layout (`store::redis::schema`): `<prefix>:schema`,
+    /// a hash without TTL. No limit key equals it: those continue `<prefix>:{`.
+    pub fn schema(&self) -> String {
+        format!("{}:schema", self.prefix)
+    }
+
     /// The stored first answer of an Acquire with a `request_id`, under the hash tag of the
     /// request's first check: `<prefix>:{<ns>:<key>}:req:<request_id>:<fingerprint>`, where
     /// the fingerprint covers every check's state key and cost, so an id reused by a
@@ -98,6 +104,7 @@ mod tests {
             k.request("ns", "user:42", "r1", "00ff"),
             "fg:{ns:user:42}:req:r1:00ff"
         );
+        assert_eq!(Keys::new("acme").schema(), "acme:schema");
     }
 
     #[test]

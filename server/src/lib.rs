@@ -1,7 +1,7 @@
 //! floodgate-server: the gRPC service and the `floodgate` command line.
 //!
 //! Layout:
-//! - [`cli`]: the `floodgate` subcommands (`serve`, `acquire`, `limit`, `bench`); `main.rs`
+//! - [`cli`]: the `floodgate` subcommands (`serve`, `acquire`, `limit`, `bench`, `migrate`); `main.rs`
 //!   only calls [`cli::main`].
 //! - [`breaker_config`]: `[breakers.NAME]` tables into validated breaker settings.
 //! - [`config`]: the TOML file, environment and flags, merged and validated.

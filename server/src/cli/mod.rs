@@ -4,6 +4,7 @@
 //! - [`acquire`]: ask a server for a decision, printed for people or as JSON.
 //! - [`limit`]: inspect (`show`) or clear (`reset`) one limit.
 //! - [`bench`]: closed-loop load generator over the public gRPC API.
+//! - [`migrate`]: bring a Redis's floodgate schema up to this binary's (`migrations/`).
 //! - [`policy_args`]: the policy flags (`--policy`, `--limit 10/s`, ...) and their parser.
 //! - [`common`]: `--server`, connecting, error messages with hints, durations for people.
 use std::process::ExitCode;
@@ -14,6 +15,7 @@ pub mod acquire;
 pub mod bench;
 pub mod common;
 pub mod limit;
+pub mod migrate;
 pub mod policy_args;
 pub mod serve;
 
@@ -37,6 +39,8 @@ pub enum Command {
     Limit(limit::LimitArgs),
     /// Load a server with Acquires and report throughput and latency.
     Bench(bench::BenchArgs),
+    /// Apply the Redis schema migrations a store lacks (or list them with --dry-run).
+    Migrate(migrate::MigrateArgs),
 }
 
 /// Parses the process arguments and runs the subcommand; errors print as `error: …`.
@@ -65,6 +69,7 @@ pub fn main() -> ExitCode {
             Command::Acquire(a) => acquire::run(a).await,
             Command::Limit(a) => limit::run(a).await,
             Command::Bench(a) => bench::run(a).await,
+            Command::Migrate(a) => migrate::run(a).await,
         }
     });
     match result {

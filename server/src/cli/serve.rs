@@ -1,9 +1,14 @@
 //! `floodgate serve`: load the configuration, open the store, serve until SIGTERM/Ctrl-C.
+//!
+//! On Redis the store's schema is checked at start (DESIGN "Operating it"): an empty store
+//! is initialised, a newer one refused, an older one refused with the `floodgate migrate`
+//! command to run (or migrated with `--auto-migrate`). While serving, a background task
+//! re-initialises a Redis that lost its data (a restart without persistence).
 use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tracing::{info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::{
     config::{Config, Overrides},
@@ -12,7 +17,10 @@ use crate::{
     store::{
         Store,
         memory::MemoryStore,
-        redis::{ConnectionMode, RedisStore},
+        redis::{
+            ConnectionMode, RedisStore,
+            schema::{Migration, Schema, StartAction, start_action},
+        },
     },
 };
 
@@ -42,6 +50,10 @@ pub struct ServeArgs {
     /// Threads serving calls [default: one per core].
     #[arg(long, env = "FLOODGATE_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub worker_threads: Option<u16>,
+    /// On a Redis whose floodgate schema is older than this server's, apply the missing
+    /// migrations at start (as `floodgate migrate` would) instead of refusing to start.
+    #[arg(long, env = "FLOODGATE_AUTO_MIGRATE")]
+    pub auto_migrate: bool,
     /// Log format.
     #[arg(long, env = "FLOODGATE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -90,6 +102,149 @@ async fn shutdown_signal() {
         () = term => {},
     }
     info!("shutdown requested; draining in-flight calls");
+}
+
+/// Deadline of each schema check or migration (at start and in the background).
+const SCHEMA_DEADLINE: Duration = Duration::from_secs(10);
+/// How often a server on Redis checks that the schema record is still there.
+const SCHEMA_WATCH_EVERY: Duration = Duration::from_secs(2);
+
+fn names(applied: &[Migration]) -> String {
+    let names: Vec<String> = applied
+        .iter()
+        .map(|m| format!("{:04} {}", m.version, m.name))
+        .collect();
+    if names.is_empty() {
+        "none; another server was first".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// Brings the store's schema to this server's, or refuses to start (DESIGN "Operating it").
+/// `command` is the `floodgate migrate` command line for this store.
+async fn ensure_schema(
+    store: &RedisStore,
+    schema: &Schema,
+    auto_migrate: bool,
+    command: &str,
+    shown: &str,
+) -> anyhow::Result<()> {
+    let late = || {
+        anyhow::anyhow!(
+            "Redis at {shown} did not answer within {SCHEMA_DEADLINE:?} while floodgate checked its schema"
+        )
+    };
+    let stored = tokio::time::timeout(SCHEMA_DEADLINE, store.schema(schema))
+        .await
+        .map_err(|_| late())?
+        .with_context(|| format!("cannot read the floodgate schema in Redis at {shown}"))?;
+    let version = stored.as_ref().map(|s| s.version);
+    let action = start_action(schema.migrations(), version, auto_migrate, command)?;
+    if action == StartAction::Proceed {
+        let provenance = stored.map(|s| s.provenance()).unwrap_or_default();
+        info!(
+            schema = schema.supported(),
+            key = schema.key(),
+            "Redis holds floodgate schema {} ({provenance})",
+            schema.supported()
+        );
+        return Ok(());
+    }
+    let report = tokio::time::timeout(SCHEMA_DEADLINE, store.migrate(schema))
+        .await
+        .map_err(|_| late())?
+        .with_context(|| format!("cannot migrate the floodgate schema in Redis at {shown}"))?;
+    let applied = names(&report.applied);
+    match (action, version) {
+        (StartAction::Migrate, Some(from)) => info!(
+            schema = schema.supported(),
+            "migrated Redis from floodgate schema {from} to {} (--auto-migrate); applied: {applied}",
+            schema.supported()
+        ),
+        _ => info!(
+            schema = schema.supported(),
+            "empty store: initialised floodgate schema {}; applied: {applied}",
+            schema.supported()
+        ),
+    }
+    Ok(())
+}
+
+/// Every [`SCHEMA_WATCH_EVERY`], checks that Redis still holds the schema record. A Redis
+/// that restarted empty (no persistence) or was flushed has none: the task initialises it
+/// again, as at start. A record that changed version under the running server (another
+/// floodgate migrated it) is logged as an error once per version; an older one is migrated
+/// when `auto_migrate`. Nothing of this touches the Acquire path; when Redis is down the
+/// check fails quietly (`/readyz` reports that) and runs again on the next tick.
+fn spawn_schema_watch(store: RedisStore, schema: Schema, auto_migrate: bool) {
+    tokio::spawn(async move {
+        let supported = schema.supported();
+        let mut tick = tokio::time::interval(SCHEMA_WATCH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await; // the first tick is immediate; start just checked
+        let mut reported = None;
+        loop {
+            tick.tick().await;
+            let stored = match tokio::time::timeout(SCHEMA_DEADLINE, store.schema(&schema)).await {
+                Ok(Ok(stored)) => stored.map(|s| s.version),
+                Ok(Err(e)) => {
+                    debug!(error = %e, "schema check failed; trying again");
+                    continue;
+                }
+                Err(_) => {
+                    debug!("schema check timed out; trying again");
+                    continue;
+                }
+            };
+            let migrate = match stored {
+                None => true,
+                Some(v) if v == supported => {
+                    reported = None;
+                    false
+                }
+                Some(v) if v < supported && auto_migrate => true,
+                Some(v) => {
+                    if reported != Some(v) {
+                        error!(
+                            store_schema = v,
+                            schema = supported,
+                            "Redis now holds floodgate schema {v} but this server uses {supported}; {}",
+                            if v > supported {
+                                "upgrade this server"
+                            } else {
+                                "run `floodgate migrate` (or restart with --auto-migrate)"
+                            }
+                        );
+                        reported = Some(v);
+                    }
+                    false
+                }
+            };
+            if !migrate {
+                continue;
+            }
+            match tokio::time::timeout(SCHEMA_DEADLINE, store.migrate(&schema)).await {
+                Ok(Ok(r)) if r.applied.is_empty() => {
+                    debug!("another server restored the schema record first")
+                }
+                Ok(Ok(r)) if stored.is_none() => warn!(
+                    schema = supported,
+                    "Redis lost its data (restart without persistence?); re-initialised floodgate schema {supported}; applied: {}",
+                    names(&r.applied)
+                ),
+                Ok(Ok(r)) => info!(
+                    schema = supported,
+                    "migrated Redis to floodgate schema {supported} (--auto-migrate); applied: {}",
+                    names(&r.applied)
+                ),
+                Ok(Err(e)) => {
+                    warn!(error = %e, "cannot restore the floodgate schema record; trying again")
+                }
+                Err(_) => warn!("restoring the floodgate schema record timed out; trying again"),
+            }
+        }
+    });
 }
 
 async fn serve_with<S: Store>(
@@ -182,6 +337,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                     "could not read Redis's maxmemory-policy (CONFIG GET refused); check that it is noeviction or volatile-*"
                 ),
             }
+            let schema = Schema::new(&crate::keys::Keys::new(config.key_prefix.clone()));
+            let mut command = format!("floodgate migrate --redis {shown}");
+            if let Some(path) = &args.config {
+                command.push_str(&format!(" --config {}", path.display()));
+            }
+            ensure_schema(&store, &schema, args.auto_migrate, &command, &shown).await?;
+            spawn_schema_watch(store.clone(), schema, args.auto_migrate);
             store.start_event_relay(
                 crate::keys::Keys::new(config.key_prefix.clone()).breaker_channel(),
             );

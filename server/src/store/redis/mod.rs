@@ -4,6 +4,7 @@
 //! - [`scripts`]: the assembled scripts.
 //! - `reply`: parsing the scripts' replies.
 //! - `events`: relaying breaker transitions from Redis Pub/Sub to this server's watchers.
+//! - [`schema`]: the key layout's version and its migrations (`migrations/`).
 //!
 //! Connections: by default one multiplexed connection (redis-rs `ConnectionManager`, which
 //! pipelines concurrent commands on one socket and reconnects by itself); optionally a
@@ -19,6 +20,7 @@ use redis::{
 };
 use tokio::sync::broadcast;
 
+use self::schema::{Report, Schema, SchemaError, StoredSchema};
 use super::{
     AcquirePlan, BreakerEvent, BreakerRead, BreakerReported, PlannedBreaker, ReportCounts, Store,
     StoreDecision, StoreError,
@@ -26,6 +28,7 @@ use super::{
 
 mod events;
 mod reply;
+pub mod schema;
 pub mod scripts;
 
 /// How the store talks to Redis.
@@ -119,6 +122,34 @@ impl RedisStore {
             .await
             .ok()?;
         reply.get(1).cloned()
+    }
+
+    /// The schema record the store holds; `None` when it is empty (no schema key).
+    pub async fn schema(&self, schema: &Schema) -> Result<Option<StoredSchema>, SchemaError> {
+        match &self.conn {
+            Conn::Multiplexed(c) => schema.read(&mut c.clone()).await,
+            Conn::Pool(p) => {
+                let mut c = p
+                    .get()
+                    .await
+                    .map_err(|e| SchemaError::Pool(e.to_string()))?;
+                schema.read(&mut c).await
+            }
+        }
+    }
+
+    /// Applies the migrations the store is missing ([`Schema::apply`]).
+    pub async fn migrate(&self, schema: &Schema) -> Result<Report, SchemaError> {
+        match &self.conn {
+            Conn::Multiplexed(c) => schema.apply(&mut c.clone(), false).await,
+            Conn::Pool(p) => {
+                let mut c = p
+                    .get()
+                    .await
+                    .map_err(|e| SchemaError::Pool(e.to_string()))?;
+                schema.apply(&mut c, false).await
+            }
+        }
     }
 
     /// Loads every script (done at start; `EVALSHA` reloads by itself after a flush).
