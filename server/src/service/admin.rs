@@ -4,7 +4,7 @@ use std::sync::Arc;
 use floodgate_proto::v1::{self as pb, admin_server::Admin};
 use tonic::{Request, Response, Status};
 
-use super::{observed, state::AppState};
+use super::{annotate, observed, state::AppState};
 use crate::{store::Store, validate};
 
 /// The Admin service over a store.
@@ -29,6 +29,7 @@ impl<S: Store> Admin for AdminService<S> {
     ) -> Result<Response<pb::ResetLimitResponse>, Status> {
         observed("ResetLimit", async move {
             let req = request.into_inner();
+            annotate(&req.namespace, None);
             let plan = validate::status_plan(
                 &req.namespace,
                 req.check.as_ref(),

@@ -12,7 +12,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::{observed, state::AppState};
+use super::{annotate, observed, state::AppState};
 use crate::{
     breaker_config::DEFAULT_BREAKER,
     error::Error,
@@ -215,6 +215,7 @@ impl<S: Store> CircuitBreakers for CircuitBreakersService<S> {
     ) -> Result<Response<pb::ReportResponse>, Status> {
         observed("Report", async move {
             let req = request.into_inner();
+            annotate(&req.namespace, None);
             validate::namespace_rule(&req.namespace)?;
             if req.reports.is_empty() || req.reports.len() > MAX_REPORTS {
                 return Err(invalid(
@@ -282,6 +283,7 @@ impl<S: Store> CircuitBreakers for CircuitBreakersService<S> {
     ) -> Result<Response<pb::BreakerInfo>, Status> {
         observed("GetBreaker", async move {
             let req = request.into_inner();
+            annotate(&req.namespace, Some(&req.breaker));
             let b = self.planned("breaker", &req.namespace, &req.breaker)?;
             Ok(Response::new(self.get(&b).await?))
         })
@@ -294,6 +296,7 @@ impl<S: Store> CircuitBreakers for CircuitBreakersService<S> {
     ) -> Result<Response<pb::ListBreakersResponse>, Status> {
         observed("ListBreakers", async move {
             let req = request.into_inner();
+            annotate(&req.namespace, None);
             validate::namespace_rule(&req.namespace)?;
             let config = self.state.config.load();
             let index = self.state.keys.breaker_index(&req.namespace);
@@ -326,6 +329,7 @@ impl<S: Store> CircuitBreakers for CircuitBreakersService<S> {
     ) -> Result<Response<pb::BreakerInfo>, Status> {
         observed("SetBreakerState", async move {
             let req = request.into_inner();
+            annotate(&req.namespace, Some(&req.breaker));
             let b = self.planned("breaker", &req.namespace, &req.breaker)?;
             let to = model_state(req.state).ok_or_else(|| {
                 invalid(
@@ -355,6 +359,7 @@ impl<S: Store> CircuitBreakers for CircuitBreakersService<S> {
     ) -> Result<Response<pb::BreakerHistoryResponse>, Status> {
         observed("BreakerHistory", async move {
             let req = request.into_inner();
+            annotate(&req.namespace, Some(&req.breaker));
             let b = self.planned("breaker", &req.namespace, &req.breaker)?;
             let limit = match req.limit as usize {
                 0 => HISTORY_DEFAULT,
@@ -383,6 +388,7 @@ impl<S: Store> CircuitBreakers for CircuitBreakersService<S> {
     ) -> Result<Response<Self::WatchStream>, Status> {
         observed("Watch", async move {
             let req = request.into_inner();
+            annotate(&req.namespace, None);
             validate::namespace_rule(&req.namespace)?;
             if req.breakers.is_empty() || req.breakers.len() > MAX_WATCHED {
                 return Err(invalid(

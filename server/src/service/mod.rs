@@ -10,15 +10,34 @@ pub mod circuit_breakers;
 pub mod rate_limiter;
 pub mod state;
 
-/// Runs one RPC's body and counts it by its status code.
+use tracing::Instrument;
+
+/// Runs one RPC's body in its `rpc` span (fields `rpc`, `namespace`, `policy`; the body
+/// fills the last two with [`annotate`]) and counts it by its status code.
 pub(crate) async fn observed<T>(
     rpc: &'static str,
     body: impl std::future::Future<Output = Result<T, tonic::Status>>,
 ) -> Result<T, tonic::Status> {
-    let result = body.await;
+    let span = tracing::info_span!(
+        "rpc",
+        rpc,
+        namespace = tracing::field::Empty,
+        policy = tracing::field::Empty
+    );
+    let result = body.instrument(span).await;
     let code = result
         .as_ref()
         .map_or_else(tonic::Status::code, |_| tonic::Code::Ok);
     crate::metrics::request(rpc, code);
     result
+}
+
+/// Records the request's namespace and, when it has one, its (first) policy or breaker on
+/// the current RPC span, so every log line of the call carries them.
+pub(crate) fn annotate(namespace: &str, policy: Option<&str>) {
+    let span = tracing::Span::current();
+    span.record("namespace", namespace);
+    if let Some(p) = policy {
+        span.record("policy", p);
+    }
 }

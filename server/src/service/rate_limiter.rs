@@ -8,7 +8,7 @@ use floodgate_core::{
 use floodgate_proto::v1::{self as pb, rate_limiter_server::RateLimiter};
 use tonic::{Request, Response, Status};
 
-use super::{circuit_breakers::wire_state, observed, state::AppState};
+use super::{annotate, circuit_breakers::wire_state, observed, state::AppState};
 use crate::{
     error::Error,
     metrics,
@@ -54,7 +54,11 @@ impl<S: Store> RateLimiter for RateLimiterService<S> {
     ) -> Result<Response<pb::AcquireResponse>, Status> {
         observed("Acquire", async move {
             let req = request.into_inner();
+            annotate(&req.namespace, None);
             let plan = validate::acquire_plan(&req, &self.state.config.load(), &self.state.keys)?;
+            if let Some(c) = plan.checks.first() {
+                annotate(&req.namespace, Some(&c.policy_ref));
+            }
             let (decision, degraded) = self.state.decide(&plan).await?;
             for (c, o) in plan.checks.iter().zip(&decision.checks) {
                 let result = match (o.allowed, c.policy.shadow()) {
@@ -127,6 +131,7 @@ impl<S: Store> RateLimiter for RateLimiterService<S> {
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
         observed("Release", async move {
             let req = request.into_inner();
+            annotate(&req.namespace, None);
             let lease =
                 validate::lease_target(&req.namespace, &req.key, &req.lease_id, &self.state.keys)?;
             let released = self
@@ -147,6 +152,7 @@ impl<S: Store> RateLimiter for RateLimiterService<S> {
     ) -> Result<Response<pb::RenewResponse>, Status> {
         observed("Renew", async move {
             let req = request.into_inner();
+            annotate(&req.namespace, None);
             let lease =
                 validate::lease_target(&req.namespace, &req.key, &req.lease_id, &self.state.keys)?;
             let ttl = match validate::duration("ttl", req.ttl.as_ref())? {
@@ -180,6 +186,7 @@ impl<S: Store> RateLimiter for RateLimiterService<S> {
     ) -> Result<Response<pb::CheckResult>, Status> {
         observed("Status", async move {
             let req = request.into_inner();
+            annotate(&req.namespace, None);
             let plan = validate::status_plan(
                 &req.namespace,
                 req.check.as_ref(),
