@@ -83,6 +83,12 @@ impl Keys {
         format!("{}:breakers:{{{}}}", self.prefix, namespace)
     }
 
+    /// One minute's top denied keys of `namespace` (a sorted set; `crate::top`):
+    /// `<prefix>:top:{<ns>}:<minute since the epoch>`.
+    pub fn top(&self, namespace: &str, minute: u64) -> String {
+        format!("{}:top:{{{}}}:{}", self.prefix, namespace, minute)
+    }
+
     /// The Pub/Sub channel every breaker transition is published on.
     pub fn breaker_channel(&self) -> String {
         format!("{}:breaker-events", self.prefix)

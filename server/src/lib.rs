@@ -12,6 +12,7 @@
 //! - [`service`]: the gRPC services (`RateLimiter`, `Admin`) and their shared state.
 //! - [`validate`]: wire requests into store plans; every rule checked once at the edge.
 //! - [`store`]: the [`store::Store`] trait, its Redis and memory implementations.
+//! - [`top`]: top denied keys per namespace, counted in process and flushed to the store.
 //! - [`keys`]: every Redis key.
 //! - [`error`]: the server's errors and their gRPC statuses.
 #![deny(unreachable_pub)]
@@ -27,4 +28,5 @@ pub mod reload;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod top;
 pub mod validate;

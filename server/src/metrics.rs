@@ -223,7 +223,7 @@ const BUCKETS_US: [u64; 12] = [
     100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
 ];
 /// The store operations, in the order their histograms are kept.
-const OPS: [&str; 11] = [
+const OPS: [&str; 13] = [
     "acquire",
     "status",
     "release",
@@ -235,6 +235,8 @@ const OPS: [&str; 11] = [
     "breaker_set_state",
     "breaker_history",
     "breaker_index",
+    "top_read",
+    "schema",
 ];
 
 /// One fixed-bucket histogram: atomics only, so recording never allocates or waits (the

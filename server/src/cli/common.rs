@@ -3,6 +3,7 @@
 use std::{error::Error as StdError, time::Duration};
 
 use floodgate_client::{Client, Error};
+use tonic::transport::{Channel, Endpoint};
 
 /// The default server, as `floodgate serve` listens by default.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
@@ -39,6 +40,30 @@ impl ServerArgs {
         match tokio::time::timeout(self.timeout, Client::connect(&url)).await {
             Ok(Ok(c)) => Ok(c),
             Ok(Err(e)) => Err(explain(&url, &e, &[])),
+            Err(_) => Err(anyhow::anyhow!(
+                "cannot connect to {url}: no answer within {}\n{}",
+                human_duration(self.timeout),
+                CONNECT_HINT
+            )),
+        }
+    }
+
+    /// Connects a bare channel, for the generated clients [`Client`] does not wrap (e.g.
+    /// `CircuitBreakersClient`); fails like [`ServerArgs::connect`].
+    pub async fn channel(&self) -> anyhow::Result<Channel> {
+        let url = self.url();
+        let endpoint = Endpoint::from_shared(url.clone())
+            .map(|e| e.connect_timeout(self.timeout).tcp_nodelay(true))
+            .map_err(|e| {
+                let e = Error::InvalidEndpoint {
+                    endpoint: url.clone(),
+                    message: e.to_string(),
+                };
+                explain(&url, &e, &[])
+            })?;
+        match tokio::time::timeout(self.timeout, endpoint.connect()).await {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err(explain(&url, &Error::Connect(e), &[])),
             Err(_) => Err(anyhow::anyhow!(
                 "cannot connect to {url}: no answer within {}\n{}",
                 human_duration(self.timeout),

@@ -4,6 +4,9 @@
 //! - [`acquire`]: ask a server for a decision, printed for people or as JSON.
 //! - [`limit`]: inspect (`show`) or clear (`reset`) one limit.
 //! - [`bench`]: closed-loop load generator over the public gRPC API.
+//! - [`breaker`]: inspect (`list`, `get`, `history`) or override (`force-open`, `disable`,
+//!   `metrics-only`, `reset`) shared circuit breakers.
+//! - [`status`]: `status` (what a server runs) and `top` (the keys denied most).
 //! - [`migrate`]: bring a Redis's floodgate schema up to this binary's (`migrations/`).
 //! - [`policy_args`]: the policy flags (`--policy`, `--limit 10/s`, ...) and their parser.
 //! - [`common`]: `--server`, connecting, error messages with hints, durations for people.
@@ -13,11 +16,13 @@ use clap::{Parser, Subcommand};
 
 pub mod acquire;
 pub mod bench;
+pub mod breaker;
 pub mod common;
 pub mod limit;
 pub mod migrate;
 pub mod policy_args;
 pub mod serve;
+pub mod status;
 
 /// floodgate: fleet-wide rate limits, leases and breakers over gRPC.
 #[derive(Debug, Parser)]
@@ -39,8 +44,14 @@ pub enum Command {
     Limit(limit::LimitArgs),
     /// Load a server with Acquires and report throughput and latency.
     Bench(bench::BenchArgs),
+    /// Inspect or override shared circuit breakers.
+    Breaker(breaker::BreakerArgs),
     /// Apply the Redis schema migrations a store lacks (or list them with --dry-run).
     Migrate(migrate::MigrateArgs),
+    /// Print what a server runs: version, store, schema, policies, breakers.
+    Status(status::StatusArgs),
+    /// Print the keys a namespace's limits denied most in the last minutes.
+    Top(status::TopArgs),
 }
 
 /// Parses the process arguments and runs the subcommand; errors print as `error: …`.
@@ -69,7 +80,10 @@ pub fn main() -> ExitCode {
             Command::Acquire(a) => acquire::run(a).await,
             Command::Limit(a) => limit::run(a).await,
             Command::Bench(a) => bench::run(a).await,
+            Command::Breaker(a) => breaker::run(a).await,
             Command::Migrate(a) => migrate::run(a).await,
+            Command::Status(a) => status::status(a).await,
+            Command::Top(a) => status::top(a).await,
         }
     });
     match result {

@@ -1,11 +1,47 @@
-//! `floodgate.v1.Admin`: operator actions (ResetLimit).
-use std::sync::Arc;
+//! `floodgate.v1.Admin`: operator actions and views (ResetLimit, ServerStatus, TopKeys).
+use std::{collections::BTreeSet, sync::Arc};
 
+use floodgate_core::{Algorithm, FailMode, Policy};
 use floodgate_proto::v1::{self as pb, admin_server::Admin};
+use futures::future::join_all;
 use tonic::{Request, Response, Status};
 
-use super::{annotate, observed, state::AppState};
-use crate::{store::Store, validate};
+use super::{annotate, circuit_breakers::breaker_info, observed, state::AppState};
+use crate::{
+    breaker_config::DEFAULT_BREAKER,
+    error::Error,
+    store::{Store, redis::schema::CURRENT_SCHEMA},
+    top,
+    validate::{self, to_duration},
+};
+
+/// A configured policy on the wire.
+fn wire_policy(p: &Policy) -> pb::Policy {
+    let algorithm = match p.algorithm() {
+        Algorithm::TokenBucket => pb::Algorithm::TokenBucket,
+        Algorithm::SlidingWindow => pb::Algorithm::SlidingWindow,
+        Algorithm::SlidingLog => pb::Algorithm::SlidingLog,
+        Algorithm::FixedWindow => pb::Algorithm::FixedWindow,
+        Algorithm::Concurrency => pb::Algorithm::Concurrency,
+    };
+    let fail_mode = match p.fail_mode() {
+        None => pb::FailMode::Unspecified,
+        Some(FailMode::Open) => pb::FailMode::Open,
+        Some(FailMode::Closed) => pb::FailMode::Closed,
+        Some(FailMode::Local) => pb::FailMode::Local,
+    };
+    let tb = p.algorithm() == Algorithm::TokenBucket;
+    let cc = p.algorithm() == Algorithm::Concurrency;
+    pb::Policy {
+        algorithm: algorithm as i32,
+        limit: p.limit(),
+        period: (!cc).then(|| to_duration(p.period())),
+        burst: if tb { p.capacity() } else { 0 },
+        fail_mode: fail_mode as i32,
+        lease_ttl: cc.then(|| to_duration(p.lease_ttl())),
+        shadow: p.shadow(),
+    }
+}
 
 /// The Admin service over a store.
 #[derive(Debug)]
@@ -43,6 +79,154 @@ impl<S: Store> Admin for AdminService<S> {
                 .await?;
             tracing::info!(namespace = %req.namespace, key = %key, existed, "limit reset");
             Ok(Response::new(pb::ResetLimitResponse { existed }))
+        })
+        .await
+    }
+
+    async fn server_status(
+        &self,
+        request: Request<pb::ServerStatusRequest>,
+    ) -> Result<Response<pb::ServerStatusResponse>, Status> {
+        observed("ServerStatus", async move {
+            let req = request.into_inner();
+            annotate(&req.namespace, None);
+            let st = &self.state;
+            let config = st.config.load();
+            let mut policies: Vec<pb::PolicySummary> = config
+                .policies
+                .iter()
+                .map(|(name, p)| pb::PolicySummary {
+                    name: name.clone(),
+                    policy: Some(wire_policy(p)),
+                })
+                .collect();
+            policies.sort_by(|a, b| a.name.cmp(&b.name));
+            // Without a namespace: every configured table, read in a namespace nobody
+            // uses is not meaningful, so only names and settings (state CLOSED, no counts).
+            let ns = if req.namespace.is_empty() {
+                None
+            } else {
+                validate::namespace_rule(&req.namespace)?;
+                Some(req.namespace.as_str())
+            };
+            let mut names: BTreeSet<String> = config.breakers.keys().cloned().collect();
+            if let Some(ns) = ns {
+                names.remove(DEFAULT_BREAKER);
+                let index = st.keys.breaker_index(ns);
+                if let Ok(noted) = st
+                    .with_deadline("breaker_index", st.store.breaker_index(&index))
+                    .await
+                {
+                    names.extend(noted.into_iter().filter(|n| config.breaker(n).is_some()));
+                }
+            }
+            let planned = names
+                .iter()
+                .map(|n| {
+                    validate::planned_breaker(
+                        "breaker",
+                        ns.unwrap_or("status"),
+                        n,
+                        &config,
+                        &st.keys,
+                    )
+                })
+                .collect::<Result<Vec<_>, Error>>()?;
+            let breakers = match ns {
+                Some(_) => {
+                    let reads =
+                        join_all(planned.iter().map(|b| {
+                            st.with_deadline("breaker_get", st.store.breaker_get(b, None))
+                        }))
+                        .await;
+                    planned
+                        .iter()
+                        .zip(reads)
+                        .map(|(b, r)| Ok(breaker_info(b, &r?.info)))
+                        .collect::<Result<Vec<_>, Error>>()?
+                }
+                None => planned
+                    .iter()
+                    .map(|b| {
+                        breaker_info(
+                            b,
+                            &floodgate_core::breaker::machine::info(&None, &b.settings.config, 0),
+                        )
+                    })
+                    .collect(),
+            };
+            let store_ready = st.with_deadline("ping", st.store.ping()).await.is_ok();
+            let schema_version = st
+                .with_deadline("schema", st.store.schema_version(&st.keys))
+                .await
+                .unwrap_or(0);
+            let memory = st.store.describe() == "memory";
+            Ok(Response::new(pb::ServerStatusResponse {
+                version: env!("CARGO_PKG_VERSION").into(),
+                store: st.store.describe(),
+                schema_version,
+                supported_schema_version: if memory { 0 } else { CURRENT_SCHEMA },
+                uptime: Some(to_duration(
+                    u64::try_from(st.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                )),
+                policies,
+                breakers,
+                store_ready,
+                inline_policies: config.inline_policies,
+            }))
+        })
+        .await
+    }
+
+    async fn top_keys(
+        &self,
+        request: Request<pb::TopKeysRequest>,
+    ) -> Result<Response<pb::TopKeysResponse>, Status> {
+        observed("TopKeys", async move {
+            let req = request.into_inner();
+            annotate(&req.namespace, None);
+            validate::namespace_rule(&req.namespace)?;
+            let minutes = match req.minutes {
+                0 => 5,
+                m if u64::from(m) <= top::MAX_MINUTES => u64::from(m),
+                _ => {
+                    return Err(Error::Invalid(format!(
+                        "minutes: must be between 1 and {}",
+                        top::MAX_MINUTES
+                    ))
+                    .into());
+                }
+            };
+            let limit = match req.limit {
+                0 => 10,
+                l @ 1..=100 => l as usize,
+                _ => return Err(Error::Invalid("limit: must be between 1 and 100".into()).into()),
+            };
+            let st = &self.state;
+            // This server's own unflushed counts go in first, so an operator sees them now.
+            top::flush(&st.store, &st.keys, &st.top).await;
+            let now = top::minute_now();
+            let keys: Vec<String> = (0..minutes)
+                .map(|m| st.keys.top(&req.namespace, now.saturating_sub(m)))
+                .collect();
+            let reads = join_all(
+                keys.iter()
+                    .map(|k| st.with_deadline("top_read", st.store.top_read(k))),
+            )
+            .await;
+            let per_minute = reads.into_iter().collect::<Result<Vec<_>, Error>>()?;
+            let keys = top::merge(per_minute, limit)
+                .into_iter()
+                .map(|(m, denied)| {
+                    let (key, policy) = top::split_member(&m);
+                    pb::TopKey {
+                        key: key.to_owned(),
+                        policy: policy.to_owned(),
+                        denied,
+                    }
+                })
+                .collect();
+            Ok(Response::new(pb::TopKeysResponse { keys }))
         })
         .await
     }

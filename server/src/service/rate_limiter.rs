@@ -60,7 +60,12 @@ impl<S: Store> RateLimiter for RateLimiterService<S> {
                 annotate(&req.namespace, Some(&c.policy_ref));
             }
             let (decision, degraded) = self.state.decide(&plan).await?;
-            for (c, o) in plan.checks.iter().zip(&decision.checks) {
+            for ((c, o), wire) in plan.checks.iter().zip(&decision.checks).zip(&req.checks) {
+                if !o.allowed && !c.policy.shadow() && !degraded {
+                    self.state
+                        .top
+                        .record(&req.namespace, &wire.key, &c.policy_ref);
+                }
                 let result = match (o.allowed, c.policy.shadow()) {
                     (true, _) => "allowed",
                     (false, true) => "shadow_denied",

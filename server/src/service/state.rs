@@ -38,6 +38,10 @@ pub struct AppState<S> {
     /// Breaker index entries this process wrote recently (so a busy Report path does not
     /// write the index every time).
     noted: parking_lot::Mutex<HashMap<String, Instant>>,
+    /// Denials counted for TopKeys, flushed in the background (`crate::top`).
+    pub top: crate::top::TopCounter,
+    /// When this server started (ServerStatus uptime).
+    pub started: Instant,
 }
 
 /// How often this process rewrites a breaker's index entry.
@@ -55,6 +59,8 @@ impl<S: Store> AppState<S> {
             local: MemoryStore::default(),
             shutdown: tokio::sync::watch::channel(false).0,
             noted: Default::default(),
+            top: Default::default(),
+            started: Instant::now(),
         })
     }
 

@@ -38,6 +38,8 @@ struct Tables {
     history: HashMap<String, VecDeque<BreakerEvent>>,
     /// Breaker names with state, by index key.
     index: HashMap<String, BTreeSet<String>>,
+    /// Top denied keys by minute key: member → count, with the set's expiry.
+    tops: HashMap<String, (HashMap<String, u64>, Micros)>,
 }
 
 /// Limit state in this process.
@@ -74,6 +76,7 @@ impl MemoryStore {
         let before = t.limits.len() + t.requests.len();
         t.limits.retain(|_, (_, exp)| *exp > now);
         t.requests.retain(|_, (_, exp)| *exp > now);
+        t.tops.retain(|_, (_, exp)| *exp > now);
         before - (t.limits.len() + t.requests.len())
     }
 
@@ -384,6 +387,43 @@ impl Store for MemoryStore {
             .get(index)
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default())
+    }
+
+    async fn top_add(
+        &self,
+        key: &str,
+        entries: &[(String, u64)],
+        ttl_secs: u64,
+        keep: usize,
+    ) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let mut t = self.tables.lock();
+        let (set, exp) = t.tops.entry(key.to_owned()).or_default();
+        for (m, n) in entries {
+            *set.entry(m.clone()).or_default() += n;
+        }
+        *exp = now + ttl_secs * 1_000_000;
+        if set.len() > keep {
+            // As ZREMRANGEBYRANK: the lowest counts go, ties by member.
+            let mut all: Vec<(String, u64)> = set.drain().collect();
+            all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
+            all.truncate(keep);
+            set.extend(all);
+        }
+        Ok(())
+    }
+
+    async fn top_read(&self, key: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let now = self.clock.now();
+        let t = self.tables.lock();
+        Ok(match t.tops.get(key) {
+            Some((set, exp)) if *exp > now => set.iter().map(|(m, n)| (m.clone(), *n)).collect(),
+            _ => Vec::new(),
+        })
+    }
+
+    async fn schema_version(&self, _keys: &crate::keys::Keys) -> Result<u32, StoreError> {
+        Ok(0)
     }
 
     fn breaker_events(&self) -> broadcast::Receiver<BreakerEvent> {

@@ -163,6 +163,25 @@ pub trait Store: Send + Sync + 'static {
         &self,
         index: &str,
     ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    /// Adds denial counts to one minute's top set (`crate::top`), keeping its `keep` largest
+    /// members and expiring it after `ttl_secs`.
+    fn top_add(
+        &self,
+        key: &str,
+        entries: &[(String, u64)],
+        ttl_secs: u64,
+        keep: usize,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Every member and count of one minute's top set.
+    fn top_read(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Vec<(String, u64)>, StoreError>> + Send;
+    /// The schema version the store holds (0 on the memory store, which has none).
+    fn schema_version(
+        &self,
+        keys: &crate::keys::Keys,
+    ) -> impl Future<Output = Result<u32, StoreError>> + Send;
     /// Every breaker transition in the fleet, as it happens.
     fn breaker_events(&self) -> tokio::sync::broadcast::Receiver<BreakerEvent>;
     /// Checks that the store answers (readiness).

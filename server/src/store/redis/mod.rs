@@ -204,6 +204,16 @@ impl RedisStore {
         events::spawn_relay(self.client.clone(), channel, self.events.clone());
     }
 
+    async fn pipeline(&self, pipe: &redis::Pipeline) -> Result<(), StoreError> {
+        match &self.conn {
+            Conn::Multiplexed(c) => Ok(pipe.query_async(&mut c.clone()).await?),
+            Conn::Pool(p) => {
+                let mut c = p.get().await.map_err(|e| StoreError::Pool(e.to_string()))?;
+                Ok(pipe.query_async(&mut c).await?)
+            }
+        }
+    }
+
     async fn command<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
         match &self.conn {
             Conn::Multiplexed(c) => Ok(cmd.query_async(&mut c.clone()).await?),
@@ -399,6 +409,51 @@ impl Store for RedisStore {
         let mut names: Vec<String> = self.command(redis::cmd("SMEMBERS").arg(index)).await?;
         names.sort();
         Ok(names)
+    }
+
+    async fn top_add(
+        &self,
+        key: &str,
+        entries: &[(String, u64)],
+        ttl_secs: u64,
+        keep: usize,
+    ) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        for (m, n) in entries {
+            pipe.cmd("ZINCRBY").arg(key).arg(*n).arg(m).ignore();
+        }
+        pipe.cmd("EXPIRE").arg(key).arg(ttl_secs).ignore();
+        // Keep the `keep` largest: drop ranks 0 .. -(keep + 1) (the lowest counts).
+        let last = -(i64::try_from(keep).unwrap_or(i64::MAX - 1) + 1);
+        pipe.cmd("ZREMRANGEBYRANK")
+            .arg(key)
+            .arg(0)
+            .arg(last)
+            .ignore();
+        self.pipeline(&pipe).await
+    }
+
+    async fn top_read(&self, key: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let flat: Vec<(String, f64)> = self
+            .command(
+                redis::cmd("ZRANGE")
+                    .arg(key)
+                    .arg(0)
+                    .arg(-1)
+                    .arg("WITHSCORES"),
+            )
+            .await?;
+        Ok(flat
+            .into_iter()
+            .map(|(m, n)| (m, n.max(0.0) as u64))
+            .collect())
+    }
+
+    async fn schema_version(&self, keys: &crate::keys::Keys) -> Result<u32, StoreError> {
+        self.schema(&Schema::new(keys))
+            .await
+            .map(|s| s.map_or(0, |s| s.version))
+            .map_err(|e| StoreError::Protocol(e.to_string()))
     }
 
     fn breaker_events(&self) -> broadcast::Receiver<BreakerEvent> {
