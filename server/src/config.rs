@@ -12,7 +12,13 @@
 //! period = "1m"
 //! burst = 20
 //! ```
-use std::{collections::HashMap, net::SocketAddr, path::Path, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use floodgate_core::{
     Algorithm, FailMode, Policy, PolicySpec, names::validate_policy_name, time::micros,
@@ -21,6 +27,7 @@ use serde::Deserialize;
 
 use crate::{
     breaker_config::{BreakerSettings, BreakerTable, DEFAULT_BREAKER, build_breaker},
+    rls::{Counting, RlsSettings, headers::HeaderMode},
     store::redis::ConnectionMode,
 };
 
@@ -90,6 +97,14 @@ pub struct FileConfig {
     /// Circuit breakers by name (`default`: the template for any other name).
     #[serde(default)]
     pub breakers: HashMap<String, BreakerTable>,
+    /// envoyproxy/ratelimit YAML file or folder for ShouldRateLimit (relative to this file).
+    pub rls_config: Option<PathBuf>,
+    /// Whether a ShouldRateLimit descriptor's `limit` override is honoured.
+    pub rls_allow_limit_override: Option<bool>,
+    /// `all_or_nothing` (default) or `independent`.
+    pub rls_counting: Option<String>,
+    /// `off` (default), `draft`, `x-ratelimit` or `both`.
+    pub rls_headers: Option<String>,
 }
 
 /// One `[policies.NAME]` table.
@@ -129,6 +144,8 @@ pub struct Overrides {
     pub store_timeout: Option<Duration>,
     /// `--redis-connection`.
     pub redis_connection: Option<ConnectionMode>,
+    /// `--rls-config` / `FLOODGATE_RLS_CONFIG`.
+    pub rls_config: Option<PathBuf>,
 }
 
 /// The effective configuration.
@@ -158,6 +175,8 @@ pub struct Config {
     pub policies: HashMap<String, Arc<Policy>>,
     /// Circuit breakers by name, validated (`default` is the template).
     pub breakers: HashMap<String, Arc<BreakerSettings>>,
+    /// Envoy RLS: the rate limit files and their settings.
+    pub rls: Arc<RlsSettings>,
 }
 
 impl Config {
@@ -249,7 +268,12 @@ impl Config {
                     source,
                 })?;
                 let origin = p.display().to_string();
-                let file = Self::parse_file(&origin, &text)?;
+                let mut file = Self::parse_file(&origin, &text)?;
+                if let (Some(rls), Some(dir)) = (&file.rls_config, p.parent())
+                    && rls.is_relative()
+                {
+                    file.rls_config = Some(dir.join(rls));
+                }
                 return Self::from_file(file, overrides).map_err(|e| match e {
                     ConfigError::Invalid(m) => ConfigError::Invalid(format!("{origin}: {m}")),
                     other => other,
@@ -286,6 +310,7 @@ impl Config {
         for (name, t) in &file.breakers {
             breakers.insert(name.clone(), Arc::new(build_breaker(name, t)?));
         }
+        let rls = rls_settings(&file, &o, caps)?;
         let default_fail_mode = match &file.default_fail_mode {
             Some(m) => parse_fail_mode("default_fail_mode", m)?,
             None => FailMode::Open,
@@ -327,8 +352,42 @@ impl Config {
             redis_pool_size: file.redis_pool_size.unwrap_or(32),
             policies,
             breakers,
+            rls: Arc::new(rls),
         })
     }
+}
+
+/// The RLS settings: the rate limit files (`--rls-config` wins over `rls_config`) and the
+/// `rls_*` keys.
+fn rls_settings(file: &FileConfig, o: &Overrides, caps: Caps) -> Result<RlsSettings, ConfigError> {
+    let path = o.rls_config.clone().or_else(|| file.rls_config.clone());
+    let config = match &path {
+        Some(p) => crate::rls::config::load(p, caps)?,
+        None => Default::default(),
+    };
+    let counting = match file.rls_counting.as_deref() {
+        None => Counting::default(),
+        Some(s) => Counting::from_name(s).ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "rls_counting: must be \"all_or_nothing\" or \"independent\", got {s:?}"
+            ))
+        })?,
+    };
+    let headers = match file.rls_headers.as_deref() {
+        None => HeaderMode::default(),
+        Some(s) => HeaderMode::from_name(s).ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "rls_headers: must be \"off\", \"draft\", \"x-ratelimit\" or \"both\", got {s:?}"
+            ))
+        })?,
+    };
+    Ok(RlsSettings {
+        path,
+        config,
+        allow_limit_override: file.rls_allow_limit_override.unwrap_or(false),
+        counting,
+        headers,
+    })
 }
 
 #[cfg(test)]

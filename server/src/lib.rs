@@ -8,6 +8,7 @@
 //! - [`http`]: the HTTP side port (`/metrics`, `/healthz`, `/readyz`).
 //! - [`metrics`]: metric names and where they are recorded.
 //! - [`reload`]: live reload of the configuration file (on change and on SIGHUP).
+//! - [`rls`]: Envoy's `ShouldRateLimit` and envoyproxy/ratelimit's YAML configuration.
 //! - [`server`]: transport — services, health and reflection on a listener, graceful drain.
 //! - [`service`]: the gRPC services (`RateLimiter`, `Admin`) and their shared state.
 //! - [`validate`]: wire requests into store plans; every rule checked once at the edge.
@@ -25,6 +26,7 @@ pub mod http;
 pub mod keys;
 pub mod metrics;
 pub mod reload;
+pub mod rls;
 pub mod server;
 pub mod service;
 pub mod store;
