@@ -1,19 +1,25 @@
-//! An independent client in another language: `tests/python/test_rate_limiter.py` (Python
-//! grpcio, stubs compiled from `proto/` at run time) against a server on Redis and one on
-//! memory. Missing Python packages fail the test with the command that installs them; it
+//! Independent clients in another language, each against a server on Redis and one on
+//! memory: `tests/python/test_rate_limiter.py` (Python grpcio, stubs compiled from `proto/`
+//! at run time) and `tests/python/test_rls.py` (Envoy's `ShouldRateLimit` through PyPI's
+//! `xds-protos`, generated from envoyproxy's data-plane-api, against the rate limit files of
+//! `tests/fixtures/rls/`). Missing Python packages fail the test with the command that installs them; it
 //! never skips.
 use std::{
     path::{Path, PathBuf},
     process::Command,
 };
 
-use floodgate_tests::{redis::TestRedis, server::TestServer};
+use floodgate_tests::{
+    redis::TestRedis,
+    server::{ServerOptions, TestServer},
+};
 
 /// The script expects a configured policy `api`: a token bucket of 3 per hour.
 const CONFIG: &str = "inline_policies = true\n\n[policies.api]\nalgorithm = \"token_bucket\"\nlimit = 3\nperiod = \"1h\"\n";
 
-/// The script, relative to the workspace root (the directory the script is run from).
+/// The scripts, relative to the workspace root (the directory they are run from).
 const SCRIPT: &str = "tests/python/test_rate_limiter.py";
+const RLS_SCRIPT: &str = "tests/python/test_rls.py";
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -27,7 +33,7 @@ fn require_python_grpc() {
     let out = Command::new("python3")
         .args([
             "-c",
-            "import grpc, grpc_tools, grpc_health, grpc_reflection",
+            "import grpc, grpc_tools, grpc_health, grpc_reflection, envoy.service.ratelimit.v3.rls_pb2",
         ])
         .output();
     let problem = match &out {
@@ -36,17 +42,21 @@ fn require_python_grpc() {
         Ok(_) => return,
     };
     panic!(
-        "the Python client test needs python3 with grpcio and grpcio-tools: run \
-         `pip install grpcio grpcio-tools grpcio-health-checking grpcio-reflection` \
+        "the Python client test needs python3 with grpcio, grpcio-tools and xds-protos: run \
+         `pip install grpcio grpcio-tools grpcio-health-checking grpcio-reflection xds-protos` \
          (or `python3 -m pip install -r tests/python/requirements.txt`; scripts/test does it)\n\
          {problem}"
     );
 }
 
 fn run_against(server: &TestServer, store: &str) {
+    run_script(SCRIPT, server, store);
+}
+
+fn run_script(script: &str, server: &TestServer, store: &str) {
     let target = server.url().trim_start_matches("http://").to_owned();
     let out = Command::new("python3")
-        .arg(SCRIPT)
+        .arg(script)
         .args(["--server", &target])
         .current_dir(workspace_root())
         .output()
@@ -59,7 +69,7 @@ fn run_against(server: &TestServer, store: &str) {
         .is_some_and(|n| n.parse::<u32>().is_ok_and(|n| n > 0));
     assert!(
         out.status.success() && summary_ok,
-        "`python3 {SCRIPT} --server {target}` failed against the {store} store ({}):\n\
+        "`python3 {script} --server {target}` failed against the {store} store ({}):\n\
          --- stdout\n{stdout}\n--- stderr\n{stderr}\n--- server log\n{}",
         out.status,
         server.logs().join("\n")
@@ -83,6 +93,36 @@ async fn python_grpcio_client_against_memory() {
     require_python_grpc();
     let server = TestServer::in_memory(CONFIG);
     tokio::task::spawn_blocking(move || run_against(&server, "memory"))
+        .await
+        .unwrap();
+}
+
+/// A server reading `tests/fixtures/rls/` with the default RLS settings.
+fn rls_server(redis_url: Option<&str>) -> TestServer {
+    let fixtures = workspace_root().join("tests/fixtures/rls");
+    TestServer::start(ServerOptions {
+        redis_url: redis_url.map(str::to_owned),
+        extra_args: vec!["--rls-config".into(), fixtures.display().to_string()],
+        ..Default::default()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_envoy_rls_client_against_redis() {
+    require_python_grpc();
+    let redis = TestRedis::start().await;
+    let server = rls_server(Some(redis.url()));
+    tokio::task::spawn_blocking(move || run_script(RLS_SCRIPT, &server, "Redis"))
+        .await
+        .unwrap();
+    drop(redis);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_envoy_rls_client_against_memory() {
+    require_python_grpc();
+    let server = rls_server(None);
+    tokio::task::spawn_blocking(move || run_script(RLS_SCRIPT, &server, "memory"))
         .await
         .unwrap();
 }
