@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "floodgate/v1/rate_limiter.proto",
     "floodgate/v1/admin.proto",
     "floodgate/v1/circuit_breakers.proto",
+    "floodgate/v1/dead_letters.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
