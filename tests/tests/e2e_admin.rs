@@ -188,7 +188,7 @@ async fn status_and_top_commands() {
     let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(v["store"], "memory");
     assert_eq!(v["policies"][0]["name"], "api");
-    assert_eq!(v["breakers"][0]["state"], "closed");
+    assert_eq!(v["breakers"][0]["state"], "CLOSED");
     let (ok, out, err) = run(&["top", "--namespace", &ns, "--json"]);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");

@@ -1,7 +1,7 @@
-//! An independent client in another language: `tests/python/test_rate_limiter.py` (Python
-//! grpcio, stubs compiled from `proto/` at run time) against a server on Redis and one on
-//! memory. Missing Python packages fail the test with the command that installs them; it
-//! never skips.
+//! An independent client in another language: `tests/python/test_rate_limiter.py` and
+//! `tests/python/test_breakers.py` (Python grpcio, stubs compiled from `proto/` at run
+//! time), each against a server on Redis and one on memory. Missing Python packages fail
+//! the test with the command that installs them; it never skips.
 use std::{
     path::{Path, PathBuf},
     process::Command,
@@ -12,8 +12,25 @@ use floodgate_tests::{redis::TestRedis, server::TestServer};
 /// The script expects a configured policy `api`: a token bucket of 3 per hour.
 const CONFIG: &str = "inline_policies = true\n\n[policies.api]\nalgorithm = \"token_bucket\"\nlimit = 3\nperiod = \"1h\"\n";
 
-/// The script, relative to the workspace root (the directory the script is run from).
+/// The rate limiter script, relative to the workspace root (the directory scripts run from).
 const SCRIPT: &str = "tests/python/test_rate_limiter.py";
+
+/// The breaker script expects breaker `py` (opens after 4 calls at 50 % failures, half-open
+/// after 1 s with 2 trial permits) and no `[breakers.default]` template, so other names are
+/// NOT_FOUND.
+const BREAKER_CONFIG: &str = r#"
+[breakers.py]
+window = "count"
+window_size = 10
+minimum_calls = 4
+failure_rate_threshold = 50.0
+wait_in_open = "1s"
+half_open_calls = 2
+half_open_max_wait = "2s"
+"#;
+
+/// The breaker script, relative to the workspace root.
+const BREAKER_SCRIPT: &str = "tests/python/test_breakers.py";
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -43,10 +60,10 @@ fn require_python_grpc() {
     );
 }
 
-fn run_against(server: &TestServer, store: &str) {
+fn run_against(server: &TestServer, store: &str, script: &str) {
     let target = server.url().trim_start_matches("http://").to_owned();
     let out = Command::new("python3")
-        .arg(SCRIPT)
+        .arg(script)
         .args(["--server", &target])
         .current_dir(workspace_root())
         .output()
@@ -59,12 +76,12 @@ fn run_against(server: &TestServer, store: &str) {
         .is_some_and(|n| n.parse::<u32>().is_ok_and(|n| n > 0));
     assert!(
         out.status.success() && summary_ok,
-        "`python3 {SCRIPT} --server {target}` failed against the {store} store ({}):\n\
+        "`python3 {script} --server {target}` failed against the {store} store ({}):\n\
          --- stdout\n{stdout}\n--- stderr\n{stderr}\n--- server log\n{}",
         out.status,
         server.logs().join("\n")
     );
-    println!("{store}: {last}");
+    println!("{script} on {store}: {last}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,7 +89,7 @@ async fn python_grpcio_client_against_redis() {
     require_python_grpc();
     let redis = TestRedis::start().await;
     let server = TestServer::on_redis(redis.url(), CONFIG);
-    tokio::task::spawn_blocking(move || run_against(&server, "Redis"))
+    tokio::task::spawn_blocking(move || run_against(&server, "Redis", SCRIPT))
         .await
         .unwrap();
     drop(redis);
@@ -82,7 +99,27 @@ async fn python_grpcio_client_against_redis() {
 async fn python_grpcio_client_against_memory() {
     require_python_grpc();
     let server = TestServer::in_memory(CONFIG);
-    tokio::task::spawn_blocking(move || run_against(&server, "memory"))
+    tokio::task::spawn_blocking(move || run_against(&server, "memory", SCRIPT))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_grpcio_breakers_against_redis() {
+    require_python_grpc();
+    let redis = TestRedis::start().await;
+    let server = TestServer::on_redis(redis.url(), BREAKER_CONFIG);
+    tokio::task::spawn_blocking(move || run_against(&server, "Redis", BREAKER_SCRIPT))
+        .await
+        .unwrap();
+    drop(redis);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_grpcio_breakers_against_memory() {
+    require_python_grpc();
+    let server = TestServer::in_memory(BREAKER_CONFIG);
+    tokio::task::spawn_blocking(move || run_against(&server, "memory", BREAKER_SCRIPT))
         .await
         .unwrap();
 }

@@ -2,10 +2,13 @@
 //! runs (version, store, schema, policies, breakers), and which keys are denied most.
 use std::{process::ExitCode, time::Duration};
 
-use floodgate_client::proto::v1::{self as pb, BreakerState};
+use floodgate_client::proto::v1 as pb;
 use serde_json::json;
 
-use super::common::{ServerArgs, human_duration};
+use super::{
+    breaker::state_name,
+    common::{ServerArgs, human_duration},
+};
 
 /// Arguments of `floodgate status`.
 #[derive(Debug, clap::Args)]
@@ -54,19 +57,6 @@ pub struct TopArgs {
 fn duration(d: Option<&prost_types::Duration>) -> Duration {
     d.map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
         .unwrap_or_default()
-}
-
-/// A breaker state's name for people.
-pub fn state_name(v: i32) -> &'static str {
-    match BreakerState::try_from(v) {
-        Ok(BreakerState::Closed) => "closed",
-        Ok(BreakerState::Open) => "open",
-        Ok(BreakerState::HalfOpen) => "half_open",
-        Ok(BreakerState::ForcedOpen) => "forced_open",
-        Ok(BreakerState::Disabled) => "disabled",
-        Ok(BreakerState::MetricsOnly) => "metrics_only",
-        _ => "unspecified",
-    }
 }
 
 fn algorithm_name(v: i32) -> &'static str {
