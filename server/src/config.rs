@@ -21,6 +21,7 @@ use serde::Deserialize;
 
 use crate::{
     breaker_config::{BreakerSettings, BreakerTable, DEFAULT_BREAKER, build_breaker},
+    queue_config::{DEFAULT_QUEUE, QueueSettings, QueueTable, build_queue},
     store::redis::ConnectionMode,
 };
 
@@ -90,6 +91,9 @@ pub struct FileConfig {
     /// Circuit breakers by name (`default`: the template for any other name).
     #[serde(default)]
     pub breakers: HashMap<String, BreakerTable>,
+    /// Dead-letter queues by name (`default`: the template for any other name).
+    #[serde(default)]
+    pub queues: HashMap<String, QueueTable>,
 }
 
 /// One `[policies.NAME]` table.
@@ -158,6 +162,8 @@ pub struct Config {
     pub policies: HashMap<String, Arc<Policy>>,
     /// Circuit breakers by name, validated (`default` is the template).
     pub breakers: HashMap<String, Arc<BreakerSettings>>,
+    /// Dead-letter queues by name, validated (`default` is the template).
+    pub queues: HashMap<String, Arc<QueueSettings>>,
 }
 
 impl Config {
@@ -166,6 +172,13 @@ impl Config {
         self.breakers
             .get(name)
             .or_else(|| self.breakers.get(DEFAULT_BREAKER))
+    }
+
+    /// The settings of queue `name`: its own table, else the `default` template.
+    pub fn queue(&self, name: &str) -> Option<&Arc<QueueSettings>> {
+        self.queues
+            .get(name)
+            .or_else(|| self.queues.get(DEFAULT_QUEUE))
     }
 }
 
@@ -286,6 +299,14 @@ impl Config {
         for (name, t) in &file.breakers {
             breakers.insert(name.clone(), Arc::new(build_breaker(name, t)?));
         }
+        let prefix_for_queues = file.key_prefix.clone().unwrap_or_else(|| "fg".to_owned());
+        let mut queues = HashMap::new();
+        for (name, t) in &file.queues {
+            queues.insert(
+                name.clone(),
+                Arc::new(build_queue(name, t, &prefix_for_queues)?),
+            );
+        }
         let default_fail_mode = match &file.default_fail_mode {
             Some(m) => parse_fail_mode("default_fail_mode", m)?,
             None => FailMode::Open,
@@ -327,6 +348,7 @@ impl Config {
             redis_pool_size: file.redis_pool_size.unwrap_or(32),
             policies,
             breakers,
+            queues,
         })
     }
 }

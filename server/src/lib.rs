@@ -5,6 +5,7 @@
 //!   only calls [`cli::main`].
 //! - [`breaker_config`]: `[breakers.NAME]` tables into validated breaker settings.
 //! - [`config`]: the TOML file, environment and flags, merged and validated.
+//! - [`queue_config`]: `[queues.NAME]` tables into validated dead-letter queue settings.
 //! - [`http`]: the HTTP side port (`/metrics`, `/healthz`, `/readyz`).
 //! - [`metrics`]: metric names and where they are recorded.
 //! - [`reload`]: live reload of the configuration file (on change and on SIGHUP).
@@ -24,6 +25,7 @@ pub mod error;
 pub mod http;
 pub mod keys;
 pub mod metrics;
+pub mod queue_config;
 pub mod reload;
 pub mod server;
 pub mod service;

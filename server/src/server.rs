@@ -4,7 +4,7 @@ use std::{future::Future, sync::Arc};
 
 use floodgate_proto::v1::{
     admin_server::AdminServer, circuit_breakers_server::CircuitBreakersServer,
-    rate_limiter_server::RateLimiterServer,
+    dead_letters_server::DeadLettersServer, rate_limiter_server::RateLimiterServer,
 };
 use tokio::net::TcpListener;
 use tonic::transport::{Server, server::TcpIncoming};
@@ -12,7 +12,7 @@ use tonic::transport::{Server, server::TcpIncoming};
 use crate::{
     service::{
         admin::AdminService, circuit_breakers::CircuitBreakersService,
-        rate_limiter::RateLimiterService, state::AppState,
+        dead_letters::DeadLettersService, rate_limiter::RateLimiterService, state::AppState,
     },
     store::Store,
 };
@@ -28,6 +28,9 @@ pub async fn run<S: Store>(
         .set_serving::<RateLimiterServer<RateLimiterService<S>>>()
         .await;
     health.set_serving::<AdminServer<AdminService<S>>>().await;
+    health
+        .set_serving::<DeadLettersServer<DeadLettersService<S>>>()
+        .await;
     health
         .set_serving::<CircuitBreakersServer<CircuitBreakersService<S>>>()
         .await;
@@ -49,6 +52,11 @@ pub async fn run<S: Store>(
         .add_service(CircuitBreakersServer::new(CircuitBreakersService::new(
             state.clone(),
         )))
+        .add_service(
+            DeadLettersServer::new(DeadLettersService::new(state.clone()))
+                // A Publish carries up to 4 MiB - 64 KiB of payload plus its fields.
+                .max_decoding_message_size(5 * 1024 * 1024),
+        )
         .add_service(AdminServer::new(AdminService::new(state.clone())))
         // TCP_NODELAY: an answer is one small frame; Nagle plus delayed ACKs would hold it
         // back for ~40 ms.
