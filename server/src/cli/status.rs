@@ -126,7 +126,14 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 "inline_policies": s.inline_policies,
                 "policies": policies,
                 "breakers": breakers,
-                "queues": [],
+                "queues": s.queues.iter().map(|q| json!({
+                    "namespace": q.namespace,
+                    "queue": q.queue,
+                    "count": q.count,
+                    "oldest_age_s": duration(q.oldest_age.as_ref()).as_secs(),
+                    "over_threshold": q.over_threshold,
+                    "archived": q.archived,
+                })).collect::<Vec<_>>(),
             })
         );
         return Ok(ExitCode::SUCCESS);
@@ -197,7 +204,26 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             println!("  {}", b.breaker);
         }
     }
-    println!("queues (0): dead-letter queues are not available on this server yet");
+    println!("queues ({})", s.queues.len());
+    for q in &s.queues {
+        println!(
+            "  {:<20} {:<20} {:>8} entries, oldest {}{}{}",
+            q.namespace,
+            q.queue,
+            q.count,
+            human_duration(duration(q.oldest_age.as_ref())),
+            if q.archived > 0 {
+                format!(", {} archived", q.archived)
+            } else {
+                String::new()
+            },
+            if q.over_threshold {
+                "  OVER THRESHOLD"
+            } else {
+                ""
+            }
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
