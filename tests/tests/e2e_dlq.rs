@@ -571,3 +571,109 @@ async fn redrive_interrupted_then_repeated_copies_each_entry_once() {
     );
     assert_eq!(stats(&mut c, &ns, "orders").await.count, 0);
 }
+
+/// `durability = "replicated"`: Publish answers once a replica has the entry; without a
+/// replica it is UNAVAILABLE (the entry is kept), and the retry with the same idempotency
+/// key, once a replica is back, answers `duplicate` with the first id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicated_durability_waits_for_a_replica() {
+    let primary = TestRedis::private();
+    let replica = TestRedis::private();
+    let port = primary.url().rsplit(':').next().unwrap().to_owned();
+    let rc = replica.async_connection().await;
+    let replicate = |on: bool| {
+        let mut c = rc.clone();
+        let port = port.clone();
+        async move {
+            let mut cmd = redis::cmd("REPLICAOF");
+            if on {
+                cmd.arg("127.0.0.1").arg(&port);
+            } else {
+                cmd.arg("NO").arg("ONE");
+            }
+            let _: String = cmd.query_async(&mut c).await.unwrap();
+        }
+    };
+    let mut pc = primary.async_connection().await;
+    // Full syncs start at once (Redis waits 5 s by default to batch replicas).
+    let _: String = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("repl-diskless-sync-delay")
+        .arg("0")
+        .query_async(&mut pc)
+        .await
+        .unwrap();
+    replicate(true).await;
+    // Wait until the primary sees its replica online.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut pc)
+            .await
+            .unwrap();
+        if info.contains("connected_slaves:1") && info.contains("state=online") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica never came online: {info}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let server = TestServer::start(ServerOptions {
+        redis_url: Some(primary.url().to_owned()),
+        config: Some("[queues.safe]\ndurability = \"replicated\"\n".into()),
+        store_timeout: Some(Duration::from_secs(2)),
+        ..Default::default()
+    });
+    let ns = unique_namespace("dlq");
+    let mut c = dlq(server.url()).await;
+    let first = c
+        .publish(publish(&ns, "safe", "r", "once", vec![9]))
+        .await
+        .expect("Publish with a replica")
+        .into_inner();
+    assert!(!first.duplicate);
+    // The replica leaves: the next publish is stored but not confirmed.
+    replicate(false).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut pc)
+            .await
+            .unwrap();
+        if info.contains("connected_slaves:0") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replica never left: {info}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let err = c
+        .publish(publish(&ns, "safe", "r", "twice", vec![8]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{}", err.message());
+    assert!(
+        err.message()
+            .contains("retry with the same idempotency_key"),
+        "{}",
+        err.message()
+    );
+    replicate(true).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let retried = loop {
+        match c.publish(publish(&ns, "safe", "r", "twice", vec![8])).await {
+            Ok(r) => break r.into_inner(),
+            Err(e) => {
+                assert_eq!(e.code(), tonic::Code::Unavailable);
+                assert!(Instant::now() < deadline, "the replica never confirmed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert!(retried.duplicate, "the first attempt was kept");
+    assert_eq!(stats(&mut c, &ns, "safe").await.count, 2);
+    drop(rc);
+}
