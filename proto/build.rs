@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "floodgate/v1/rate_limiter.proto",
     "floodgate/v1/admin.proto",
     "floodgate/v1/circuit_breakers.proto",
+    "floodgate/v1/dead_letters.proto",
     "envoy/type/v3/ratelimit_unit.proto",
     "envoy/config/core/v3/base.proto",
     "envoy/extensions/common/ratelimit/v3/ratelimit.proto",

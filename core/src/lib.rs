@@ -12,6 +12,7 @@
 //! - [`token_bucket`], [`sliding_window`], [`sliding_log`], [`fixed_window`], [`concurrency`]:
 //!   one module per algorithm.
 //! - [`breaker`]: the shared circuit breaker's state machine (twin of `breaker.lua`).
+//! - [`dead_letters`]: a dead-letter queue as a pure data structure (twin of `dlq*.lua`).
 //! - [`acquire`]: all-or-nothing decisions over several checks (twin of `acquire.lua`).
 //! - [`error`]: [`Error`], everything that can be wrong with a policy or a request.
 #![deny(missing_docs, unreachable_pub)]
@@ -19,6 +20,7 @@
 pub mod acquire;
 pub mod breaker;
 pub mod concurrency;
+pub mod dead_letters;
 pub mod error;
 pub mod fixed_window;
 pub mod names;

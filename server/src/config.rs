@@ -27,6 +27,7 @@ use serde::Deserialize;
 
 use crate::{
     breaker_config::{BreakerSettings, BreakerTable, DEFAULT_BREAKER, build_breaker},
+    queue_config::{DEFAULT_QUEUE, QueueSettings, QueueTable, build_queue},
     rls::{Counting, RlsSettings, headers::HeaderMode},
     store::redis::ConnectionMode,
 };
@@ -105,6 +106,9 @@ pub struct FileConfig {
     pub rls_counting: Option<String>,
     /// `off` (default), `draft`, `x-ratelimit` or `both`.
     pub rls_headers: Option<String>,
+    /// Dead-letter queues by name (`default`: the template for any other name).
+    #[serde(default)]
+    pub queues: HashMap<String, QueueTable>,
 }
 
 /// One `[policies.NAME]` table.
@@ -177,6 +181,8 @@ pub struct Config {
     pub breakers: HashMap<String, Arc<BreakerSettings>>,
     /// Envoy RLS: the rate limit files and their settings.
     pub rls: Arc<RlsSettings>,
+    /// Dead-letter queues by name, validated (`default` is the template).
+    pub queues: HashMap<String, Arc<QueueSettings>>,
 }
 
 impl Config {
@@ -185,6 +191,13 @@ impl Config {
         self.breakers
             .get(name)
             .or_else(|| self.breakers.get(DEFAULT_BREAKER))
+    }
+
+    /// The settings of queue `name`: its own table, else the `default` template.
+    pub fn queue(&self, name: &str) -> Option<&Arc<QueueSettings>> {
+        self.queues
+            .get(name)
+            .or_else(|| self.queues.get(DEFAULT_QUEUE))
     }
 }
 
@@ -311,6 +324,14 @@ impl Config {
             breakers.insert(name.clone(), Arc::new(build_breaker(name, t)?));
         }
         let rls = rls_settings(&file, &o, caps)?;
+        let prefix_for_queues = file.key_prefix.clone().unwrap_or_else(|| "fg".to_owned());
+        let mut queues = HashMap::new();
+        for (name, t) in &file.queues {
+            queues.insert(
+                name.clone(),
+                Arc::new(build_queue(name, t, &prefix_for_queues)?),
+            );
+        }
         let default_fail_mode = match &file.default_fail_mode {
             Some(m) => parse_fail_mode("default_fail_mode", m)?,
             None => FailMode::Open,
@@ -353,6 +374,7 @@ impl Config {
             policies,
             breakers,
             rls: Arc::new(rls),
+            queues,
         })
     }
 }

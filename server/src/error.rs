@@ -28,6 +28,24 @@ pub enum Error {
         /// The name.
         name: String,
     },
+    /// A queue that no configuration defines.
+    #[error(
+        "{field}: no queue named {name:?} is configured (add [queues.{name}] or a [queues.default] template)"
+    )]
+    QueueNotFound {
+        /// Where it was named.
+        field: String,
+        /// The name.
+        name: String,
+    },
+    /// A dead letter that is not (or no longer) in the queue or its archive.
+    #[error(
+        "id: no dead letter {0:?} in this queue or its archive (acked, purged, trimmed, or never published)"
+    )]
+    LetterNotFound(String),
+    /// The store cannot do this (e.g. Redrive on the memory store).
+    #[error("{0}")]
+    Unsupported(String),
     /// An inline policy while the server has `inline_policies = false`.
     #[error(
         "{0}: inline policies are disabled on this server (inline_policies = false); name a configured policy"
@@ -48,9 +66,13 @@ impl From<Error> for Status {
             // The caller must fix the request.
             Error::Invalid(_) => Status::invalid_argument(msg),
             // The name refers to nothing; like a missing resource.
-            Error::PolicyNotFound { .. } | Error::BreakerNotFound { .. } | Error::LeaseNotFound => {
-                Status::not_found(msg)
-            }
+            Error::PolicyNotFound { .. }
+            | Error::BreakerNotFound { .. }
+            | Error::QueueNotFound { .. }
+            | Error::LetterNotFound(_)
+            | Error::LeaseNotFound => Status::not_found(msg),
+            // The server cannot do this in its current setup.
+            Error::Unsupported(_) => Status::failed_precondition(msg),
             // The server's configuration forbids this form of request.
             Error::InlineDisabled(_) => Status::permission_denied(msg),
             // Transient: the caller may retry (a retried Acquire should carry a request_id).

@@ -89,6 +89,35 @@ impl Keys {
         format!("{}:top:{{{}}}:{}", self.prefix, namespace, minute)
     }
 
+    /// The eight keys of one dead-letter queue (see `lua/dlq.lua`), under the hash tag
+    /// `{<ns>:<queue>}`: `<prefix>:{<ns>:<queue>}:dlq` (the stream), then `…:dlq:p`,
+    /// `…:dlq:a`, `…:dlq:ap`, `…:dlq:h`, `…:dlq:v`, `…:dlq:d`, `…:dlq:m`. Idempotency
+    /// records are `<stream key>:ik:<idempotency key>` (built by the Redis store).
+    pub fn queue(&self, namespace: &str, queue: &str) -> [String; 8] {
+        let s = format!("{}:{{{}:{}}}:dlq", self.prefix, namespace, queue);
+        let k = |suffix: &str| format!("{s}:{suffix}");
+        [
+            s.clone(),
+            k("p"),
+            k("a"),
+            k("ap"),
+            k("h"),
+            k("v"),
+            k("d"),
+            k("m"),
+        ]
+    }
+
+    /// A queue's redrive in-flight hash (entry id -> target): `…:dlq:rd`.
+    pub fn queue_redrive(&self, namespace: &str, queue: &str) -> String {
+        format!("{}:{{{}:{}}}:dlq:rd", self.prefix, namespace, queue)
+    }
+
+    /// The set of `<ns>\t<queue>` with state (for metrics and status): `<prefix>:queues`.
+    pub fn queue_index(&self) -> String {
+        format!("{}:queues", self.prefix)
+    }
+
     /// The Pub/Sub channel every breaker transition is published on.
     pub fn breaker_channel(&self) -> String {
         format!("{}:breaker-events", self.prefix)

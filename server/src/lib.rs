@@ -5,6 +5,8 @@
 //!   only calls [`cli::main`].
 //! - [`breaker_config`]: `[breakers.NAME]` tables into validated breaker settings.
 //! - [`config`]: the TOML file, environment and flags, merged and validated.
+//! - [`queue_config`]: `[queues.NAME]` tables into validated dead-letter queue settings.
+//! - [`queue_watch`]: the dead-letter queue gauges, refreshed in the background.
 //! - [`http`]: the HTTP side port (`/metrics`, `/healthz`, `/readyz`).
 //! - [`metrics`]: metric names and where they are recorded.
 //! - [`reload`]: live reload of the configuration file (on change and on SIGHUP).
@@ -25,6 +27,8 @@ pub mod error;
 pub mod http;
 pub mod keys;
 pub mod metrics;
+pub mod queue_config;
+pub mod queue_watch;
 pub mod reload;
 pub mod rls;
 pub mod server;

@@ -60,6 +60,27 @@ pub fn install() -> Option<PrometheusHandle> {
         "floodgate_breaker_state",
         "Each breaker's state as last seen in the fleet's events (1 closed, 2 open, 3 half_open, 4 forced_open, 5 disabled, 6 metrics_only)"
     );
+    describe_counter!(
+        "floodgate_dlq_published_total",
+        "Dead-letter publishes by namespace, queue and result (stored, duplicate)"
+    );
+    describe_gauge!("floodgate_dlq_size", "Entries in each dead-letter queue");
+    describe_gauge!(
+        "floodgate_dlq_oldest_age_seconds",
+        "Age of each dead-letter queue's oldest entry"
+    );
+    describe_gauge!(
+        "floodgate_dlq_over_threshold",
+        "1 when a dead-letter queue holds at least its alert_threshold entries"
+    );
+    describe_gauge!(
+        "floodgate_dlq_archived",
+        "Entries in each dead-letter queue's archive"
+    );
+    describe_gauge!(
+        "floodgate_dlq_trimmed",
+        "Entries each dead-letter queue lost to retention (by=age) and max_len (by=length), since it was created"
+    );
     describe_gauge!("floodgate_build_info", "Always 1; the version is a label");
     gauge!("floodgate_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Some(handle)
@@ -170,6 +191,54 @@ pub fn breaker_report(result: &'static str) {
     counter!("floodgate_breaker_reports_total", "result" => result).increment(1);
 }
 
+/// One Publish: stored, or answered as a duplicate.
+pub fn dlq_published(namespace: &str, queue: &str, duplicate: bool) {
+    let [ns, q] = queue_labels(namespace, queue);
+    let result = if duplicate { "duplicate" } else { "stored" };
+    counter!("floodgate_dlq_published_total", ns.0 => ns.1, q.0 => q.1, "result" => result)
+        .increment(1);
+}
+
+/// The namespace and queue labels: the first 1,000 queue names seen keep theirs.
+fn queue_labels(ns: &str, queue: &str) -> [(&'static str, String); 2] {
+    static SEEN: LazyLock<RwLock<HashSet<String>>> = LazyLock::new(Default::default);
+    [
+        ("namespace", namespace_label(ns)),
+        ("queue", bounded(&SEEN, queue)),
+    ]
+}
+
+/// A queue's numbers, as last read by the background stats task.
+pub fn dlq_gauges(
+    namespace: &str,
+    queue: &str,
+    size: u64,
+    oldest_age_s: f64,
+    over: bool,
+    archived: u64,
+) {
+    let [ns, q] = queue_labels(namespace, queue);
+    gauge!("floodgate_dlq_size", ns.0 => ns.1.clone(), q.0 => q.1.clone()).set(size as f64);
+    gauge!("floodgate_dlq_oldest_age_seconds", ns.0 => ns.1.clone(), q.0 => q.1.clone())
+        .set(oldest_age_s);
+    gauge!("floodgate_dlq_over_threshold", ns.0 => ns.1.clone(), q.0 => q.1.clone()).set(if over {
+        1.0
+    } else {
+        0.0
+    });
+    gauge!("floodgate_dlq_archived", ns.0 => ns.1, q.0 => q.1).set(archived as f64);
+}
+
+/// A queue's trims since it was created (a gauge of the stored counters, so every server
+/// reports the fleet's total).
+pub fn dlq_trimmed(namespace: &str, queue: &str, by_age: u64, by_length: u64) {
+    let [ns, q] = queue_labels(namespace, queue);
+    gauge!("floodgate_dlq_trimmed", ns.0 => ns.1.clone(), q.0 => q.1.clone(), "by" => "age")
+        .set(by_age as f64);
+    gauge!("floodgate_dlq_trimmed", ns.0 => ns.1, q.0 => q.1, "by" => "length")
+        .set(by_length as f64);
+}
+
 /// Keeps `floodgate_breaker_state` current from the fleet's transition events.
 pub fn spawn_breaker_state_gauge(
     mut events: tokio::sync::broadcast::Receiver<crate::store::BreakerEvent>,
@@ -245,7 +314,7 @@ const BUCKETS_US: [u64; 12] = [
     100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
 ];
 /// The store operations, in the order their histograms are kept.
-const OPS: [&str; 13] = [
+const OPS: [&str; 25] = [
     "acquire",
     "status",
     "release",
@@ -259,6 +328,18 @@ const OPS: [&str; 13] = [
     "breaker_index",
     "top_read",
     "schema",
+    "dlq_publish",
+    "dlq_read",
+    "dlq_scan",
+    "dlq_stats",
+    "dlq_claim",
+    "dlq_remove",
+    "dlq_nack",
+    "dlq_archive",
+    "dlq_restore",
+    "dlq_redrive",
+    "dlq_wait",
+    "queue_index",
 ];
 
 /// One fixed-bucket histogram: atomics only, so recording never allocates or waits (the

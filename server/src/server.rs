@@ -6,7 +6,7 @@ use std::{future::Future, sync::Arc};
 use floodgate_proto::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 use floodgate_proto::v1::{
     admin_server::AdminServer, circuit_breakers_server::CircuitBreakersServer,
-    rate_limiter_server::RateLimiterServer,
+    dead_letters_server::DeadLettersServer, rate_limiter_server::RateLimiterServer,
 };
 use tokio::net::TcpListener;
 use tonic::transport::{Server, server::TcpIncoming};
@@ -15,7 +15,7 @@ use crate::{
     rls::service::RlsService,
     service::{
         admin::AdminService, circuit_breakers::CircuitBreakersService,
-        rate_limiter::RateLimiterService, state::AppState,
+        dead_letters::DeadLettersService, rate_limiter::RateLimiterService, state::AppState,
     },
     store::Store,
 };
@@ -33,6 +33,9 @@ pub async fn run<S: Store>(
     health.set_serving::<AdminServer<AdminService<S>>>().await;
     health
         .set_serving::<RateLimitServiceServer<RlsService<S>>>()
+        .await;
+    health
+        .set_serving::<DeadLettersServer<DeadLettersService<S>>>()
         .await;
     health
         .set_serving::<CircuitBreakersServer<CircuitBreakersService<S>>>()
@@ -55,6 +58,11 @@ pub async fn run<S: Store>(
         .add_service(CircuitBreakersServer::new(CircuitBreakersService::new(
             state.clone(),
         )))
+        .add_service(
+            DeadLettersServer::new(DeadLettersService::new(state.clone()))
+                // A Publish carries up to 4 MiB - 64 KiB of payload plus its fields.
+                .max_decoding_message_size(5 * 1024 * 1024),
+        )
         .add_service(AdminServer::new(AdminService::new(state.clone())))
         // Envoy's global rate limiting, on the same port.
         .add_service(RateLimitServiceServer::new(RlsService::new(state.clone())))

@@ -19,6 +19,9 @@ period = "1h"
 
 [breakers.pay]
 minimum_calls = 5
+
+[queues.orders]
+alert_threshold = 2
 "#;
 
 async fn channel(url: &str) -> Channel {
@@ -102,6 +105,18 @@ async fn server_status(urls: &[String]) {
         })
         .await
         .expect("SetState");
+    let mut dlq =
+        floodgate_client::proto::v1::dead_letters_client::DeadLettersClient::new(ch.clone());
+    for _ in 0..2 {
+        dlq.publish(pb::PublishRequest {
+            namespace: ns.clone(),
+            queue: "orders".into(),
+            reason: "r".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("Publish");
+    }
     let mut admin = AdminClient::new(channel(&urls[0]).await);
     let s = admin
         .server_status(pb::ServerStatusRequest {
@@ -126,6 +141,12 @@ async fn server_status(urls: &[String]) {
         .map(|b| (b.breaker.as_str(), b.state))
         .collect();
     assert_eq!(breakers, [("pay", pb::BreakerState::ForcedOpen as i32)]);
+    let queues: Vec<(&str, u64, bool)> = s
+        .queues
+        .iter()
+        .map(|q| (q.queue.as_str(), q.count, q.over_threshold))
+        .collect();
+    assert_eq!(queues, [("orders", 2, true)]);
     let s = admin
         .server_status(pb::ServerStatusRequest::default())
         .await
@@ -188,7 +209,7 @@ async fn status_and_top_commands() {
     let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(v["store"], "memory");
     assert_eq!(v["policies"][0]["name"], "api");
-    assert_eq!(v["breakers"][0]["state"], "closed");
+    assert_eq!(v["breakers"][0]["state"], "CLOSED");
     let (ok, out, err) = run(&["top", "--namespace", &ns, "--json"]);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");

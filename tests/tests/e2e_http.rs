@@ -177,3 +177,100 @@ async fn memory_store_is_ready() {
     let server = TestServer::in_memory("");
     assert_eq!(get(server.http_url(), "/readyz").await.0, 200);
 }
+
+/// The breaker and dead-letter families move when those calls are made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breaker_and_dead_letter_metrics_move() {
+    use floodgate_client::proto::v1::{
+        self as pb, circuit_breakers_client::CircuitBreakersClient,
+        dead_letters_client::DeadLettersClient,
+    };
+    let redis = TestRedis::start().await;
+    let server = TestServer::on_redis(
+        redis.url(),
+        "[breakers.pay]\nminimum_calls = 1\n\n[queues.orders]\n",
+    );
+    let ns = unique_namespace("metrics");
+    let channel = tonic::transport::Channel::from_shared(server.url().to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut rl =
+        floodgate_client::proto::v1::rate_limiter_client::RateLimiterClient::new(channel.clone());
+    rl.acquire(pb::AcquireRequest {
+        namespace: ns.clone(),
+        breakers: vec!["pay".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    CircuitBreakersClient::new(channel.clone())
+        .report(pb::ReportRequest {
+            namespace: ns.clone(),
+            reports: vec![pb::BreakerReport {
+                breaker: "pay".into(),
+                failures: 1,
+                ..Default::default()
+            }],
+        })
+        .await
+        .unwrap();
+    DeadLettersClient::new(channel)
+        .publish(pb::PublishRequest {
+            namespace: ns.clone(),
+            queue: "orders".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ns_label = format!("namespace=\"{ns}\"");
+    // The state gauge follows the fleet's events, relayed through Redis Pub/Sub.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let after = loop {
+        let s = samples(&get(server.http_url(), "/metrics").await.1);
+        if value(
+            &s,
+            "floodgate_breaker_state",
+            &[&ns_label, "breaker=\"pay\""],
+        ) == 2.0
+            || std::time::Instant::now() > deadline
+        {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let v = |name: &str, labels: &[&str]| value(&after, name, labels);
+    assert_eq!(
+        v("floodgate_breaker_state", &[&ns_label, "breaker=\"pay\""]),
+        2.0
+    );
+    assert_eq!(
+        v(
+            "floodgate_breaker_decisions_total",
+            &[&ns_label, "breaker=\"pay\"", "result=\"allowed\""]
+        ),
+        1.0
+    );
+    assert_eq!(
+        v(
+            "floodgate_breaker_transitions_total",
+            &[&ns_label, "from=\"closed\"", "to=\"open\""]
+        ),
+        1.0
+    );
+    assert!(v("floodgate_breaker_reports_total", &["result=\"accepted\""]) >= 1.0);
+    assert_eq!(
+        v(
+            "floodgate_dlq_published_total",
+            &[&ns_label, "queue=\"orders\"", "result=\"stored\""]
+        ),
+        1.0
+    );
+    assert!(
+        v(
+            "floodgate_requests_total",
+            &["rpc=\"Publish\"", "code=\"Ok\""]
+        ) >= 1.0
+    );
+}

@@ -129,3 +129,62 @@ async fn config_changes_apply_without_dropping_calls() {
     background.await.unwrap();
     assert!(calls.load(Ordering::Relaxed) > 0);
 }
+
+/// Breakers and queues reload with the policies: a table added on disk is usable by the
+/// next calls, and one removed is NOT_FOUND again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breakers_and_queues_reload() {
+    use floodgate_client::proto::v1::{
+        self as pb, dead_letters_client::DeadLettersClient, rate_limiter_client::RateLimiterClient,
+    };
+    let server = TestServer::in_memory(&config(2));
+    let path = server.config_path().unwrap().to_owned();
+    let channel = tonic::transport::Channel::from_shared(server.url().to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let acquire = || {
+        let mut c = RateLimiterClient::new(channel.clone());
+        async move {
+            c.acquire(pb::AcquireRequest {
+                namespace: "ns".into(),
+                breakers: vec!["pay".into()],
+                ..Default::default()
+            })
+            .await
+        }
+    };
+    let publish = || {
+        let mut c = DeadLettersClient::new(channel.clone());
+        async move {
+            c.publish(pb::PublishRequest {
+                namespace: "ns".into(),
+                queue: "orders".into(),
+                ..Default::default()
+            })
+            .await
+        }
+    };
+    assert_eq!(acquire().await.unwrap_err().code(), tonic::Code::NotFound);
+    assert_eq!(publish().await.unwrap_err().code(), tonic::Code::NotFound);
+    std::fs::write(
+        &path,
+        format!("{}\n[breakers.pay]\n\n[queues.orders]\n", config(2)),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while acquire().await.is_err() || publish().await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "breaker and queue never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    std::fs::write(&path, config(2)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while acquire().await.is_ok() {
+        assert!(Instant::now() < deadline, "breaker never went away");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

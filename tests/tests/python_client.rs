@@ -1,9 +1,9 @@
 //! Independent clients in another language, each against a server on Redis and one on
-//! memory: `tests/python/test_rate_limiter.py` (Python grpcio, stubs compiled from `proto/`
-//! at run time) and `tests/python/test_rls.py` (Envoy's `ShouldRateLimit` through PyPI's
-//! `xds-protos`, generated from envoyproxy's data-plane-api, against the rate limit files of
-//! `tests/fixtures/rls/`). Missing Python packages fail the test with the command that installs them; it
-//! never skips.
+//! memory: `tests/python/test_rate_limiter.py` and `tests/python/test_breakers.py` (Python
+//! grpcio, stubs compiled from `proto/` at run time), and `tests/python/test_rls.py`
+//! (Envoy's `ShouldRateLimit` through PyPI's `xds-protos`, generated from envoyproxy's
+//! data-plane-api, against the rate limit files of `tests/fixtures/rls/`). Missing Python packages fail
+//! the test with the command that installs them; it never skips.
 use std::{
     path::{Path, PathBuf},
     process::Command,
@@ -17,9 +17,25 @@ use floodgate_tests::{
 /// The script expects a configured policy `api`: a token bucket of 3 per hour.
 const CONFIG: &str = "inline_policies = true\n\n[policies.api]\nalgorithm = \"token_bucket\"\nlimit = 3\nperiod = \"1h\"\n";
 
-/// The scripts, relative to the workspace root (the directory they are run from).
+/// The rate limiter script, relative to the workspace root (the directory scripts run from).
 const SCRIPT: &str = "tests/python/test_rate_limiter.py";
-const RLS_SCRIPT: &str = "tests/python/test_rls.py";
+
+/// The breaker script expects breaker `py` (opens after 4 calls at 50 % failures, half-open
+/// after 1 s with 2 trial permits) and no `[breakers.default]` template, so other names are
+/// NOT_FOUND.
+const BREAKER_CONFIG: &str = r#"
+[breakers.py]
+window = "count"
+window_size = 10
+minimum_calls = 4
+failure_rate_threshold = 50.0
+wait_in_open = "1s"
+half_open_calls = 2
+half_open_max_wait = "2s"
+"#;
+
+/// The breaker script, relative to the workspace root.
+const BREAKER_SCRIPT: &str = "tests/python/test_breakers.py";
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -49,11 +65,10 @@ fn require_python_grpc() {
     );
 }
 
-fn run_against(server: &TestServer, store: &str) {
-    run_script(SCRIPT, server, store);
-}
+/// The Envoy RLS script, relative to the workspace root.
+const RLS_SCRIPT: &str = "tests/python/test_rls.py";
 
-fn run_script(script: &str, server: &TestServer, store: &str) {
+fn run_against(server: &TestServer, store: &str, script: &str) {
     let target = server.url().trim_start_matches("http://").to_owned();
     let out = Command::new("python3")
         .arg(script)
@@ -74,7 +89,7 @@ fn run_script(script: &str, server: &TestServer, store: &str) {
         out.status,
         server.logs().join("\n")
     );
-    println!("{store}: {last}");
+    println!("{script} on {store}: {last}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,7 +97,7 @@ async fn python_grpcio_client_against_redis() {
     require_python_grpc();
     let redis = TestRedis::start().await;
     let server = TestServer::on_redis(redis.url(), CONFIG);
-    tokio::task::spawn_blocking(move || run_against(&server, "Redis"))
+    tokio::task::spawn_blocking(move || run_against(&server, "Redis", SCRIPT))
         .await
         .unwrap();
     drop(redis);
@@ -92,7 +107,27 @@ async fn python_grpcio_client_against_redis() {
 async fn python_grpcio_client_against_memory() {
     require_python_grpc();
     let server = TestServer::in_memory(CONFIG);
-    tokio::task::spawn_blocking(move || run_against(&server, "memory"))
+    tokio::task::spawn_blocking(move || run_against(&server, "memory", SCRIPT))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_grpcio_breakers_against_redis() {
+    require_python_grpc();
+    let redis = TestRedis::start().await;
+    let server = TestServer::on_redis(redis.url(), BREAKER_CONFIG);
+    tokio::task::spawn_blocking(move || run_against(&server, "Redis", BREAKER_SCRIPT))
+        .await
+        .unwrap();
+    drop(redis);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_grpcio_breakers_against_memory() {
+    require_python_grpc();
+    let server = TestServer::in_memory(BREAKER_CONFIG);
+    tokio::task::spawn_blocking(move || run_against(&server, "memory", BREAKER_SCRIPT))
         .await
         .unwrap();
 }
@@ -112,7 +147,7 @@ async fn python_envoy_rls_client_against_redis() {
     require_python_grpc();
     let redis = TestRedis::start().await;
     let server = rls_server(Some(redis.url()));
-    tokio::task::spawn_blocking(move || run_script(RLS_SCRIPT, &server, "Redis"))
+    tokio::task::spawn_blocking(move || run_against(&server, "Redis", RLS_SCRIPT))
         .await
         .unwrap();
     drop(redis);
@@ -122,7 +157,7 @@ async fn python_envoy_rls_client_against_redis() {
 async fn python_envoy_rls_client_against_memory() {
     require_python_grpc();
     let server = rls_server(None);
-    tokio::task::spawn_blocking(move || run_script(RLS_SCRIPT, &server, "memory"))
+    tokio::task::spawn_blocking(move || run_against(&server, "memory", RLS_SCRIPT))
         .await
         .unwrap();
 }

@@ -289,6 +289,7 @@ async fn serve_with<S: Store>(
     crate::metrics::spawn_breaker_state_gauge(store.breaker_events());
     let state = AppState::new(store, config);
     crate::top::spawn_flusher(state.clone());
+    crate::queue_watch::spawn(state.clone());
     if let Some((path, overrides)) = watch {
         crate::reload::spawn(state.clone(), path, overrides);
     }

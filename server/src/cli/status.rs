@@ -2,10 +2,13 @@
 //! runs (version, store, schema, policies, breakers), and which keys are denied most.
 use std::{process::ExitCode, time::Duration};
 
-use floodgate_client::proto::v1::{self as pb, BreakerState};
+use floodgate_client::proto::v1 as pb;
 use serde_json::json;
 
-use super::common::{ServerArgs, human_duration};
+use super::{
+    breaker::state_name,
+    common::{ServerArgs, human_duration},
+};
 
 /// Arguments of `floodgate status`.
 #[derive(Debug, clap::Args)]
@@ -54,19 +57,6 @@ pub struct TopArgs {
 fn duration(d: Option<&prost_types::Duration>) -> Duration {
     d.map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
         .unwrap_or_default()
-}
-
-/// A breaker state's name for people.
-pub fn state_name(v: i32) -> &'static str {
-    match BreakerState::try_from(v) {
-        Ok(BreakerState::Closed) => "closed",
-        Ok(BreakerState::Open) => "open",
-        Ok(BreakerState::HalfOpen) => "half_open",
-        Ok(BreakerState::ForcedOpen) => "forced_open",
-        Ok(BreakerState::Disabled) => "disabled",
-        Ok(BreakerState::MetricsOnly) => "metrics_only",
-        _ => "unspecified",
-    }
 }
 
 fn algorithm_name(v: i32) -> &'static str {
@@ -136,7 +126,14 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 "inline_policies": s.inline_policies,
                 "policies": policies,
                 "breakers": breakers,
-                "queues": [],
+                "queues": s.queues.iter().map(|q| json!({
+                    "namespace": q.namespace,
+                    "queue": q.queue,
+                    "count": q.count,
+                    "oldest_age_s": duration(q.oldest_age.as_ref()).as_secs(),
+                    "over_threshold": q.over_threshold,
+                    "archived": q.archived,
+                })).collect::<Vec<_>>(),
             })
         );
         return Ok(ExitCode::SUCCESS);
@@ -207,7 +204,26 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             println!("  {}", b.breaker);
         }
     }
-    println!("queues (0): dead-letter queues are not available on this server yet");
+    println!("queues ({})", s.queues.len());
+    for q in &s.queues {
+        println!(
+            "  {:<20} {:<20} {:>8} entries, oldest {}{}{}",
+            q.namespace,
+            q.queue,
+            q.count,
+            human_duration(duration(q.oldest_age.as_ref())),
+            if q.archived > 0 {
+                format!(", {} archived", q.archived)
+            } else {
+                String::new()
+            },
+            if q.over_threshold {
+                "  OVER THRESHOLD"
+            } else {
+                ""
+            }
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

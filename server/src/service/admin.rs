@@ -161,6 +161,20 @@ impl<S: Store> Admin for AdminService<S> {
                 .await
                 .unwrap_or(0);
             let memory = st.store.describe() == "memory";
+            let mut queues = Vec::new();
+            for q in crate::queue_watch::queues(st, ns, 100).await {
+                let s = st
+                    .with_deadline("dlq_stats", st.store.dlq_stats(&q, None))
+                    .await?;
+                queues.push(pb::QueueSummary {
+                    namespace: q.namespace.clone(),
+                    queue: q.name.clone(),
+                    count: s.count,
+                    oldest_age: Some(to_duration(s.oldest_age)),
+                    over_threshold: s.count >= q.settings.alert_threshold,
+                    archived: s.archived,
+                });
+            }
             Ok(Response::new(pb::ServerStatusResponse {
                 version: env!("CARGO_PKG_VERSION").into(),
                 store: st.store.describe(),
@@ -173,6 +187,7 @@ impl<S: Store> Admin for AdminService<S> {
                 breakers,
                 store_ready,
                 inline_policies: config.inline_policies,
+                queues,
             }))
         })
         .await

@@ -4,9 +4,12 @@
 //! - [`rate_limiter`]: `floodgate.v1.RateLimiter` (Acquire, Release, Renew, Status).
 //! - [`circuit_breakers`]: `floodgate.v1.CircuitBreakers` (Report, Get, List, SetState,
 //!   Watch, History).
+//! - [`dead_letters`]: `floodgate.v1.DeadLetters` (Publish, Get, List, Stats, Claim, Ack,
+//!   Nack, Redrive, Archive, Restore, Purge).
 //! - [`admin`]: `floodgate.v1.Admin` (ResetLimit).
 pub mod admin;
 pub mod circuit_breakers;
+pub mod dead_letters;
 pub mod rate_limiter;
 pub mod state;
 

@@ -74,20 +74,41 @@ impl<S: Store> AppState<S> {
         self.shutdown.subscribe()
     }
 
+    /// Records that queue `q` has state (for metrics and status), at most hourly per queue
+    /// and process; failures are only logged.
+    pub async fn note_queue(&self, q: &crate::store::PlannedQueue) {
+        let member = format!("{}\t{}", q.namespace, q.name);
+        if !self.first_note(format!("q\0{member}")) {
+            return;
+        }
+        let index = self.keys.queue_index();
+        if let Err(e) = self
+            .timed("queue_index", self.store.queue_index_add(&index, &member))
+            .await
+        {
+            warn!(error = %e, queue = %q.name, "could not note the queue for metrics and status");
+        }
+    }
+
+    /// True when `id` was not noted within [`NOTE_EVERY`] (and notes it now).
+    fn first_note(&self, id: String) -> bool {
+        let mut noted = self.noted.lock();
+        if noted.get(&id).is_some_and(|t| t.elapsed() < NOTE_EVERY) {
+            return false;
+        }
+        if noted.len() >= MAX_NOTED {
+            noted.clear();
+        }
+        noted.insert(id, Instant::now());
+        true
+    }
+
     /// Records that breaker `b` has state in its namespace (for List), at most hourly per
     /// breaker and process; failures are only logged (List then misses a template breaker
     /// until the next report).
     pub async fn note_breaker(&self, b: &PlannedBreaker) {
-        let id = format!("{}\0{}", b.namespace, b.name);
-        {
-            let mut noted = self.noted.lock();
-            if noted.get(&id).is_some_and(|t| t.elapsed() < NOTE_EVERY) {
-                return;
-            }
-            if noted.len() >= MAX_NOTED {
-                noted.clear();
-            }
-            noted.insert(id, Instant::now());
+        if !self.first_note(format!("b\0{}\0{}", b.namespace, b.name)) {
+            return;
         }
         let index = self.keys.breaker_index(&b.namespace);
         if let Err(e) = self

@@ -11,13 +11,15 @@ use floodgate_core::{
     acquire::{CheckRequest, LimitState, acquire},
     breaker::{Breaker, State, Transition, machine},
     concurrency,
+    dead_letters::{Entry, EntryId, Message, Queue, QueueStats},
 };
 use parking_lot::Mutex;
 use tokio::sync::broadcast;
 
 use super::{
     AcquirePlan, BreakerEvent, BreakerRead, BreakerReported, MadeTransition, PlannedBreaker,
-    PlannedCheck, ReportCounts, Store, StoreDecision, StoreError,
+    PlannedCheck, PlannedQueue, ReportCounts, ScanRange, Store, StoreDecision, StoreError,
+    StoredLetter,
 };
 
 /// Transitions kept per breaker (as the Redis stream's MAXLEN).
@@ -40,6 +42,30 @@ struct Tables {
     index: HashMap<String, BTreeSet<String>>,
     /// Top denied keys by minute key: member → count, with the set's expiry.
     tops: HashMap<String, (HashMap<String, u64>, Micros)>,
+    /// Dead-letter queues by stream key.
+    queues: HashMap<String, Queue>,
+}
+
+fn letter(id: EntryId, e: &Entry, archived: bool, include_payload: bool) -> StoredLetter {
+    let mut message = e.message.clone();
+    let payload_size = message.payload.len() as u64;
+    if !include_payload {
+        message.payload = Vec::new();
+    }
+    StoredLetter {
+        id: id.to_string(),
+        message,
+        published_at: e.published_at,
+        payload_size,
+        delivery_count: e.delivery_count,
+        archived,
+        original_id: e.original_id.map(|o| o.to_string()),
+    }
+}
+
+/// Ids that parse; others name nothing (as in Redis, where they match no entry).
+fn entry_ids(ids: &[String]) -> Vec<EntryId> {
+    ids.iter().filter_map(|i| i.parse().ok()).collect()
 }
 
 /// Limit state in this process.
@@ -264,6 +290,13 @@ impl MemoryStore {
         (out, made)
     }
 
+    /// Runs `f` on one queue under the lock.
+    fn with_queue<T>(&self, q: &PlannedQueue, f: impl FnOnce(&mut Queue, Micros) -> T) -> T {
+        let mut t = self.tables.lock();
+        let now = self.clock.now();
+        f(t.queues.entry(q.keys[0].clone()).or_default(), now)
+    }
+
     fn with_leases<T>(
         &self,
         key: &str,
@@ -424,6 +457,210 @@ impl Store for MemoryStore {
 
     async fn schema_version(&self, _keys: &crate::keys::Keys) -> Result<u32, StoreError> {
         Ok(0)
+    }
+
+    async fn dlq_publish(
+        &self,
+        q: &PlannedQueue,
+        m: &Message,
+        now: Option<Micros>,
+    ) -> Result<(String, bool), StoreError> {
+        Ok(self.with_queue(q, |queue, clock| {
+            let (id, dup) = queue.publish(m.clone(), now.unwrap_or(clock), &q.settings.limits);
+            (id.to_string(), dup)
+        }))
+    }
+
+    async fn dlq_read(
+        &self,
+        q: &PlannedQueue,
+        archived: bool,
+        ids: &[String],
+        include_payload: bool,
+    ) -> Result<Vec<Option<StoredLetter>>, StoreError> {
+        Ok(self.with_queue(q, |queue, _| {
+            let from = if archived {
+                &queue.archive
+            } else {
+                &queue.entries
+            };
+            ids.iter()
+                .map(|i| {
+                    let id: EntryId = i.parse().ok()?;
+                    from.get(&id)
+                        .map(|e| letter(id, e, archived, include_payload))
+                })
+                .collect()
+        }))
+    }
+
+    async fn dlq_scan(
+        &self,
+        q: &PlannedQueue,
+        archived: bool,
+        range: &ScanRange,
+        count: usize,
+        include_payload: bool,
+    ) -> Result<Vec<StoredLetter>, StoreError> {
+        Ok(self.with_queue(q, |queue, _| {
+            let from = if archived {
+                &queue.archive
+            } else {
+                &queue.entries
+            };
+            let after: Option<EntryId> = range.after.as_deref().and_then(|a| a.parse().ok());
+            let within = |id: &EntryId| {
+                range.since_ms.is_none_or(|s| id.ms >= s)
+                    && range.until_ms.is_none_or(|u| id.ms < u)
+                    && match (after, range.newest_first) {
+                        (Some(a), false) => *id > a,
+                        (Some(a), true) => *id < a,
+                        (None, _) => true,
+                    }
+            };
+            let pick = |(id, e): (&EntryId, &Entry)| letter(*id, e, archived, include_payload);
+            if range.newest_first {
+                from.iter()
+                    .rev()
+                    .filter(|(id, _)| within(id))
+                    .take(count)
+                    .map(pick)
+                    .collect()
+            } else {
+                from.iter()
+                    .filter(|(id, _)| within(id))
+                    .take(count)
+                    .map(pick)
+                    .collect()
+            }
+        }))
+    }
+
+    async fn dlq_stats(
+        &self,
+        q: &PlannedQueue,
+        now: Option<Micros>,
+    ) -> Result<QueueStats, StoreError> {
+        Ok(self.with_queue(q, |queue, clock| queue.stats(now.unwrap_or(clock))))
+    }
+
+    async fn dlq_claim(
+        &self,
+        q: &PlannedQueue,
+        _consumer: &str,
+        count: usize,
+        visibility: Micros,
+        now: Option<Micros>,
+    ) -> Result<(Vec<StoredLetter>, u32), StoreError> {
+        Ok(self.with_queue(q, |queue, clock| {
+            let c = queue.claim(count, visibility, now.unwrap_or(clock), &q.settings.limits);
+            let letters = c
+                .entries
+                .iter()
+                .map(|(id, e)| letter(*id, e, false, true))
+                .collect();
+            (letters, c.archived)
+        }))
+    }
+
+    async fn dlq_remove(&self, q: &PlannedQueue, ids: &[String]) -> Result<u32, StoreError> {
+        Ok(self.with_queue(q, |queue, _| queue.remove(&entry_ids(ids))))
+    }
+
+    async fn dlq_nack(
+        &self,
+        q: &PlannedQueue,
+        ids: &[String],
+        now: Option<Micros>,
+    ) -> Result<u32, StoreError> {
+        Ok(self.with_queue(q, |queue, clock| {
+            queue.nack(&entry_ids(ids), now.unwrap_or(clock))
+        }))
+    }
+
+    async fn dlq_archive(
+        &self,
+        q: &PlannedQueue,
+        ids: &[String],
+        now: Option<Micros>,
+    ) -> Result<u32, StoreError> {
+        Ok(self.with_queue(q, |queue, clock| {
+            queue.archive(&entry_ids(ids), now.unwrap_or(clock))
+        }))
+    }
+
+    async fn dlq_restore(
+        &self,
+        q: &PlannedQueue,
+        ids: &[String],
+        now: Option<Micros>,
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        Ok(self.with_queue(q, |queue, clock| {
+            ids.iter()
+                .map(|i| {
+                    let id: EntryId = i.parse().ok()?;
+                    queue.restore(&[id], now.unwrap_or(clock))[0].map(|n| n.to_string())
+                })
+                .collect()
+        }))
+    }
+
+    async fn dlq_purge_archived(
+        &self,
+        q: &PlannedQueue,
+        ids: &[String],
+    ) -> Result<u32, StoreError> {
+        Ok(self.with_queue(q, |queue, _| queue.remove_archived(&entry_ids(ids))))
+    }
+
+    fn supports_redrive(&self) -> bool {
+        false
+    }
+
+    async fn dlq_redrive_mark(
+        &self,
+        _: &PlannedQueue,
+        _: &[String],
+        _: &str,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::Protocol("redrive needs Redis".into()))
+    }
+
+    async fn dlq_redrive_pending(
+        &self,
+        _: &PlannedQueue,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn dlq_redrive_copy(
+        &self,
+        _: &PlannedQueue,
+        _: &str,
+        _: &[StoredLetter],
+    ) -> Result<(), StoreError> {
+        Err(StoreError::Protocol("redrive needs Redis".into()))
+    }
+
+    async fn dlq_redrive_present(
+        &self,
+        _: &str,
+        _: &[String],
+        _: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn wait_replicas(&self, _: Duration) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+
+    async fn queue_index_add(&self, index: &str, member: &str) -> Result<(), StoreError> {
+        self.breaker_index_add(index, member).await
+    }
+
+    async fn queue_index(&self, index: &str) -> Result<Vec<String>, StoreError> {
+        self.breaker_index(index).await
     }
 
     fn breaker_events(&self) -> broadcast::Receiver<BreakerEvent> {

@@ -11,8 +11,11 @@ use floodgate_core::{
 use thiserror::Error;
 
 pub mod breaker;
+pub mod dlq;
 pub mod memory;
 pub mod redis;
+
+pub use dlq::{PlannedQueue, ScanRange, StoredLetter};
 
 pub use breaker::{
     BreakerEvent, BreakerRead, BreakerReported, MadeTransition, PlannedBreaker, ReportCounts,
@@ -182,6 +185,124 @@ pub trait Store: Send + Sync + 'static {
         &self,
         keys: &crate::keys::Keys,
     ) -> impl Future<Output = Result<u32, StoreError>> + Send;
+    /// Stores a dead letter unless its idempotency key was seen; (id, duplicate).
+    fn dlq_publish(
+        &self,
+        q: &PlannedQueue,
+        m: &floodgate_core::dead_letters::Message,
+        now: Option<Micros>,
+    ) -> impl Future<Output = Result<(String, bool), StoreError>> + Send;
+    /// Reads entries by id (from the archive when `archived`), `None` for those not there.
+    fn dlq_read(
+        &self,
+        q: &PlannedQueue,
+        archived: bool,
+        ids: &[String],
+        include_payload: bool,
+    ) -> impl Future<Output = Result<Vec<Option<StoredLetter>>, StoreError>> + Send;
+    /// Up to `count` entries in `range`'s order (from the archive when `archived`).
+    fn dlq_scan(
+        &self,
+        q: &PlannedQueue,
+        archived: bool,
+        range: &ScanRange,
+        count: usize,
+        include_payload: bool,
+    ) -> impl Future<Output = Result<Vec<StoredLetter>, StoreError>> + Send;
+    /// The queue's numbers.
+    fn dlq_stats(
+        &self,
+        q: &PlannedQueue,
+        now: Option<Micros>,
+    ) -> impl Future<Output = Result<floodgate_core::dead_letters::QueueStats, StoreError>> + Send;
+    /// Hands out up to `count` entries for `visibility` µs; (entries, archived for
+    /// reaching max_deliveries).
+    fn dlq_claim(
+        &self,
+        q: &PlannedQueue,
+        consumer: &str,
+        count: usize,
+        visibility: Micros,
+        now: Option<Micros>,
+    ) -> impl Future<Output = Result<(Vec<StoredLetter>, u32), StoreError>> + Send;
+    /// Removes entries (and their redrive in-flight marks); how many were there.
+    fn dlq_remove(
+        &self,
+        q: &PlannedQueue,
+        ids: &[String],
+    ) -> impl Future<Output = Result<u32, StoreError>> + Send;
+    /// Makes claimed entries claimable now; how many were claimed.
+    fn dlq_nack(
+        &self,
+        q: &PlannedQueue,
+        ids: &[String],
+        now: Option<Micros>,
+    ) -> impl Future<Output = Result<u32, StoreError>> + Send;
+    /// Moves entries to the archive; how many were in the queue.
+    fn dlq_archive(
+        &self,
+        q: &PlannedQueue,
+        ids: &[String],
+        now: Option<Micros>,
+    ) -> impl Future<Output = Result<u32, StoreError>> + Send;
+    /// Moves archived entries back; their new ids.
+    fn dlq_restore(
+        &self,
+        q: &PlannedQueue,
+        ids: &[String],
+        now: Option<Micros>,
+    ) -> impl Future<Output = Result<Vec<Option<String>>, StoreError>> + Send;
+    /// Deletes archived entries; how many were there.
+    fn dlq_purge_archived(
+        &self,
+        q: &PlannedQueue,
+        ids: &[String],
+    ) -> impl Future<Output = Result<u32, StoreError>> + Send;
+    /// Whether Redrive can write to application streams (only Redis can).
+    fn supports_redrive(&self) -> bool;
+    /// Redrive step 1: marks `ids` as on their way to `target`.
+    fn dlq_redrive_mark(
+        &self,
+        q: &PlannedQueue,
+        ids: &[String],
+        target: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Ids marked by an earlier, interrupted redrive, with their targets.
+    fn dlq_redrive_pending(
+        &self,
+        q: &PlannedQueue,
+    ) -> impl Future<Output = Result<Vec<(String, String)>, StoreError>> + Send;
+    /// Redrive step 2: appends the letters to `target`, each with `dlq_id`, `dlq_queue`
+    /// and `attempts` fields.
+    fn dlq_redrive_copy(
+        &self,
+        q: &PlannedQueue,
+        target: &str,
+        letters: &[StoredLetter],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Which of `ids` appear as `dlq_id` among the last `window` entries of `target`.
+    fn dlq_redrive_present(
+        &self,
+        target: &str,
+        ids: &[String],
+        window: usize,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    /// Waits until a replica took the writes so far; how many did within `timeout`.
+    fn wait_replicas(
+        &self,
+        timeout: std::time::Duration,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Notes that a queue has state (for metrics and status).
+    fn queue_index_add(
+        &self,
+        index: &str,
+        member: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Members of the queue index.
+    fn queue_index(
+        &self,
+        index: &str,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
     /// Every breaker transition in the fleet, as it happens.
     fn breaker_events(&self) -> tokio::sync::broadcast::Receiver<BreakerEvent>;
     /// Checks that the store answers (readiness).

@@ -3,6 +3,7 @@
 //!
 //! - [`scripts`]: the assembled scripts.
 //! - `reply`: parsing the scripts' replies.
+//! - `dlq`: dead-letter queues (scripts, reads, redrive steps).
 //! - `events`: relaying breaker transitions from Redis Pub/Sub to this server's watchers.
 //! - [`schema`]: the key layout's version and its migrations (`migrations/`).
 //!
@@ -21,11 +22,14 @@ use redis::{
 use tokio::sync::broadcast;
 
 use self::schema::{Report, Schema, SchemaError, StoredSchema};
+use floodgate_core::dead_letters::{Message, QueueStats};
+
 use super::{
-    AcquirePlan, BreakerEvent, BreakerRead, BreakerReported, PlannedBreaker, ReportCounts, Store,
-    StoreDecision, StoreError,
+    AcquirePlan, BreakerEvent, BreakerRead, BreakerReported, PlannedBreaker, PlannedQueue,
+    ReportCounts, ScanRange, Store, StoreDecision, StoreError, StoredLetter,
 };
 
+mod dlq;
 mod events;
 mod reply;
 pub mod schema;
@@ -454,6 +458,167 @@ impl Store for RedisStore {
             .await
             .map(|s| s.map_or(0, |s| s.version))
             .map_err(|e| StoreError::Protocol(e.to_string()))
+    }
+
+    async fn dlq_publish(
+        &self,
+        q: &PlannedQueue,
+        m: &Message,
+        now: Option<Micros>,
+    ) -> Result<(String, bool), StoreError> {
+        let record = (!m.idempotency_key.is_empty())
+            .then(|| format!("{}:ik:{}", q.keys[0], m.idempotency_key));
+        self.dlq_publish_impl(q, record.as_deref(), m, now).await
+    }
+
+    async fn dlq_read(
+        &self,
+        q: &PlannedQueue,
+        archived: bool,
+        ids: &[String],
+        include_payload: bool,
+    ) -> Result<Vec<Option<StoredLetter>>, StoreError> {
+        self.dlq_read_impl(q, archived, ids, include_payload).await
+    }
+
+    async fn dlq_scan(
+        &self,
+        q: &PlannedQueue,
+        archived: bool,
+        range: &ScanRange,
+        count: usize,
+        include_payload: bool,
+    ) -> Result<Vec<StoredLetter>, StoreError> {
+        self.dlq_scan_impl(q, archived, range, count, include_payload)
+            .await
+    }
+
+    async fn dlq_stats(
+        &self,
+        q: &PlannedQueue,
+        now: Option<Micros>,
+    ) -> Result<QueueStats, StoreError> {
+        self.dlq_stats_impl(q, now).await
+    }
+
+    async fn dlq_claim(
+        &self,
+        q: &PlannedQueue,
+        consumer: &str,
+        count: usize,
+        visibility: Micros,
+        now: Option<Micros>,
+    ) -> Result<(Vec<StoredLetter>, u32), StoreError> {
+        self.dlq_claim_impl(q, consumer, count, visibility, now)
+            .await
+    }
+
+    async fn dlq_remove(&self, q: &PlannedQueue, ids: &[String]) -> Result<u32, StoreError> {
+        self.dlq_ids_impl(&scripts::DLQ_ACK, q, Some(&q.redrive_key), None, ids)
+            .await
+    }
+
+    async fn dlq_nack(
+        &self,
+        q: &PlannedQueue,
+        ids: &[String],
+        now: Option<Micros>,
+    ) -> Result<u32, StoreError> {
+        self.dlq_ids_impl(&scripts::DLQ_NACK, q, None, Some(now), ids)
+            .await
+    }
+
+    async fn dlq_archive(
+        &self,
+        q: &PlannedQueue,
+        ids: &[String],
+        now: Option<Micros>,
+    ) -> Result<u32, StoreError> {
+        self.dlq_ids_impl(&scripts::DLQ_ARCHIVE, q, None, Some(now), ids)
+            .await
+    }
+
+    async fn dlq_restore(
+        &self,
+        q: &PlannedQueue,
+        ids: &[String],
+        now: Option<Micros>,
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        self.dlq_restore_impl(q, ids, now).await
+    }
+
+    async fn dlq_purge_archived(
+        &self,
+        q: &PlannedQueue,
+        ids: &[String],
+    ) -> Result<u32, StoreError> {
+        self.dlq_ids_impl(&scripts::DLQ_PURGE_ARCHIVED, q, None, None, ids)
+            .await
+    }
+
+    fn supports_redrive(&self) -> bool {
+        true
+    }
+
+    async fn dlq_redrive_mark(
+        &self,
+        q: &PlannedQueue,
+        ids: &[String],
+        target: &str,
+    ) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(&q.redrive_key);
+        for id in ids {
+            cmd.arg(id).arg(target);
+        }
+        let _: i64 = self.command(&cmd).await?;
+        Ok(())
+    }
+
+    async fn dlq_redrive_pending(
+        &self,
+        q: &PlannedQueue,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        self.command(redis::cmd("HGETALL").arg(&q.redrive_key))
+            .await
+    }
+
+    async fn dlq_redrive_copy(
+        &self,
+        q: &PlannedQueue,
+        target: &str,
+        letters: &[StoredLetter],
+    ) -> Result<(), StoreError> {
+        self.dlq_redrive_copy_impl(q, target, letters).await
+    }
+
+    async fn dlq_redrive_present(
+        &self,
+        target: &str,
+        ids: &[String],
+        window: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.dlq_redrive_present_impl(target, ids, window).await
+    }
+
+    async fn wait_replicas(&self, timeout: std::time::Duration) -> Result<u64, StoreError> {
+        let ms = u64::try_from(timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        self.command(redis::cmd("WAIT").arg(1).arg(ms)).await
+    }
+
+    async fn queue_index_add(&self, index: &str, member: &str) -> Result<(), StoreError> {
+        let _: i64 = self
+            .command(redis::cmd("SADD").arg(index).arg(member))
+            .await?;
+        Ok(())
+    }
+
+    async fn queue_index(&self, index: &str) -> Result<Vec<String>, StoreError> {
+        let mut names: Vec<String> = self.command(redis::cmd("SMEMBERS").arg(index)).await?;
+        names.sort();
+        Ok(names)
     }
 
     fn breaker_events(&self) -> broadcast::Receiver<BreakerEvent> {

@@ -73,8 +73,81 @@ pub static BREAKER_GET: LazyLock<Script> = LazyLock::new(|| Script::new(BREAKER_
 pub static BREAKER_SET_STATE: LazyLock<Script> =
     LazyLock::new(|| Script::new(BREAKER_SET_STATE_SRC));
 
+/// Source of `lua/dlq_publish.lua`.
+pub const DLQ_PUBLISH_SRC: &str = concat!(
+    include_str!("../../../../lua/prelude.lua"),
+    include_str!("../../../../lua/dlq.lua"),
+    include_str!("../../../../lua/dlq_publish.lua"),
+);
+/// `lua/dlq_publish.lua`.
+pub static DLQ_PUBLISH: LazyLock<Script> = LazyLock::new(|| Script::new(DLQ_PUBLISH_SRC));
+
+/// Source of `lua/dlq_claim.lua`.
+pub const DLQ_CLAIM_SRC: &str = concat!(
+    include_str!("../../../../lua/prelude.lua"),
+    include_str!("../../../../lua/dlq.lua"),
+    include_str!("../../../../lua/dlq_claim.lua"),
+);
+/// `lua/dlq_claim.lua`.
+pub static DLQ_CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(DLQ_CLAIM_SRC));
+
+/// Source of `lua/dlq_ack.lua`.
+pub const DLQ_ACK_SRC: &str = concat!(
+    include_str!("../../../../lua/prelude.lua"),
+    include_str!("../../../../lua/dlq.lua"),
+    include_str!("../../../../lua/dlq_ack.lua"),
+);
+/// `lua/dlq_ack.lua`.
+pub static DLQ_ACK: LazyLock<Script> = LazyLock::new(|| Script::new(DLQ_ACK_SRC));
+
+/// Source of `lua/dlq_nack.lua`.
+pub const DLQ_NACK_SRC: &str = concat!(
+    include_str!("../../../../lua/prelude.lua"),
+    include_str!("../../../../lua/dlq.lua"),
+    include_str!("../../../../lua/dlq_nack.lua"),
+);
+/// `lua/dlq_nack.lua`.
+pub static DLQ_NACK: LazyLock<Script> = LazyLock::new(|| Script::new(DLQ_NACK_SRC));
+
+/// Source of `lua/dlq_archive.lua`.
+pub const DLQ_ARCHIVE_SRC: &str = concat!(
+    include_str!("../../../../lua/prelude.lua"),
+    include_str!("../../../../lua/dlq.lua"),
+    include_str!("../../../../lua/dlq_archive.lua"),
+);
+/// `lua/dlq_archive.lua`.
+pub static DLQ_ARCHIVE: LazyLock<Script> = LazyLock::new(|| Script::new(DLQ_ARCHIVE_SRC));
+
+/// Source of `lua/dlq_restore.lua`.
+pub const DLQ_RESTORE_SRC: &str = concat!(
+    include_str!("../../../../lua/prelude.lua"),
+    include_str!("../../../../lua/dlq.lua"),
+    include_str!("../../../../lua/dlq_restore.lua"),
+);
+/// `lua/dlq_restore.lua`.
+pub static DLQ_RESTORE: LazyLock<Script> = LazyLock::new(|| Script::new(DLQ_RESTORE_SRC));
+
+/// Source of `lua/dlq_purge_archived.lua`.
+pub const DLQ_PURGE_ARCHIVED_SRC: &str = concat!(
+    include_str!("../../../../lua/prelude.lua"),
+    include_str!("../../../../lua/dlq.lua"),
+    include_str!("../../../../lua/dlq_purge_archived.lua"),
+);
+/// `lua/dlq_purge_archived.lua`.
+pub static DLQ_PURGE_ARCHIVED: LazyLock<Script> =
+    LazyLock::new(|| Script::new(DLQ_PURGE_ARCHIVED_SRC));
+
+/// Source of `lua/dlq_stats.lua`.
+pub const DLQ_STATS_SRC: &str = concat!(
+    include_str!("../../../../lua/prelude.lua"),
+    include_str!("../../../../lua/dlq.lua"),
+    include_str!("../../../../lua/dlq_stats.lua"),
+);
+/// `lua/dlq_stats.lua`.
+pub static DLQ_STATS: LazyLock<Script> = LazyLock::new(|| Script::new(DLQ_STATS_SRC));
+
 /// Every script, for loading at start.
-pub fn all() -> [&'static Script; 6] {
+pub fn all() -> [&'static Script; 14] {
     [
         &ACQUIRE,
         &RELEASE,
@@ -82,5 +155,13 @@ pub fn all() -> [&'static Script; 6] {
         &BREAKER_REPORT,
         &BREAKER_GET,
         &BREAKER_SET_STATE,
+        &DLQ_PUBLISH,
+        &DLQ_CLAIM,
+        &DLQ_ACK,
+        &DLQ_NACK,
+        &DLQ_ARCHIVE,
+        &DLQ_RESTORE,
+        &DLQ_PURGE_ARCHIVED,
+        &DLQ_STATS,
     ]
 }
