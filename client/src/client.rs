@@ -65,6 +65,12 @@ impl Client {
         RateLimiterClient::new(self.channel.clone())
     }
 
+    /// The underlying channel, for generated clients of other services on the same server
+    /// (Envoy's RateLimitService, health).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
     /// The generated Admin client on this connection.
     pub fn admin(&self) -> AdminClient<Channel> {
         AdminClient::new(self.channel.clone())

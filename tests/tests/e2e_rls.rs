@@ -616,3 +616,39 @@ async fn rls_config_errors_and_reload() {
         s.logs()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_api_rls_drives_should_rate_limit() {
+    let s = servers(1, None, "").await;
+    let run = |domain: &str| {
+        std::process::Command::new(floodgate_tests::server::binary())
+            .args([
+                "bench",
+                "--server",
+                s[0].url(),
+                "--api",
+                "rls",
+                "--namespace",
+                domain,
+            ])
+            .args(["--duration", "1s", "--warmup", "0s", "--concurrency", "4"])
+            .args(["--keys", "10", "--json"])
+            .output()
+            .unwrap()
+    };
+    let out = run("bench");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["api"], "rls");
+    assert!(report["requests"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["errors"], 0);
+    // A domain without the bench's descriptor is refused up front, saying what to configure.
+    let out = run("shop");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("has no limit for the descriptor"), "{err}");
+}
