@@ -472,4 +472,53 @@ mod tests {
         .unwrap();
         assert_eq!(c.redis_url.as_deref(), Some("redis://b"));
     }
+
+    #[test]
+    fn rls_settings_and_relative_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("rls")).unwrap();
+        std::fs::write(dir.path().join("rls/a.yaml"), "domain: a\n").unwrap();
+        let toml = dir.path().join("floodgate.toml");
+        std::fs::write(
+            &toml,
+            "rls_config = \"rls\"\nrls_counting = \"independent\"\nrls_headers = \"both\"\nrls_allow_limit_override = true\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&toml), Overrides::default()).unwrap();
+        assert_eq!(
+            c.rls.path.as_deref(),
+            Some(dir.path().join("rls").as_path())
+        );
+        assert!(c.rls.config.domains.contains_key("a"));
+        assert_eq!(c.rls.counting, Counting::Independent);
+        assert_eq!(c.rls.headers, HeaderMode::Both);
+        assert!(c.rls.allow_limit_override);
+        // Defaults: no files, all-or-nothing, no override, no headers.
+        let c = Config::from_file(FileConfig::default(), Overrides::default()).unwrap();
+        assert!(c.rls.config.domains.is_empty());
+        assert_eq!(c.rls.counting, Counting::AllOrNothing);
+        assert!(!c.rls.allow_limit_override);
+        assert_eq!(c.rls.headers, HeaderMode::Off);
+        for (text, want) in [
+            ("rls_counting = \"some\"\n", "rls_counting:"),
+            ("rls_headers = \"all\"\n", "rls_headers:"),
+        ] {
+            let f = Config::parse_file("t.toml", text).unwrap();
+            let e = Config::from_file(f, Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(want), "{e}");
+        }
+        // The flag wins over the file; a missing path names itself.
+        let f = Config::parse_file("t.toml", "rls_config = \"/nonexistent/x.yaml\"\n").unwrap();
+        let o = Overrides {
+            rls_config: Some(dir.path().join("rls/a.yaml")),
+            ..Default::default()
+        };
+        assert!(Config::from_file(f.clone(), o).is_ok());
+        let e = Config::from_file(f, Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/x.yaml"), "{e}");
+    }
 }
