@@ -318,6 +318,15 @@ async fn semantics(s: &TestServer) {
             .requests_per_unit,
         100
     );
+    // Ignored altogether: not even its unit is checked.
+    o.limit = Some(RateLimitOverride {
+        requests_per_unit: 1,
+        unit: 0,
+    });
+    assert_eq!(
+        overall(&ask(&mut c, request("shop", vec![o.clone()])).await),
+        Code::Ok
+    );
 
     // Algorithms per limit: a token bucket and a sliding window.
     let key = fresh("k");

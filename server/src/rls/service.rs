@@ -251,14 +251,16 @@ impl<S: Store> RlsService<S> {
                 .iter()
                 .map(|e| (e.key.as_str(), e.value.as_str()))
                 .collect();
-            let hit = match tree {
-                None => None,
-                Some(tree) => match override_rule(i, d)? {
-                    Some(rule) if settings.allow_limit_override => {
-                        Some((rule, matcher::state_key(&entries, &[])))
-                    }
-                    _ => matcher::find(tree, &entries).map(|m| (m.rule, m.key)),
-                },
+            // The override counts only where the server allows it; elsewhere it is ignored
+            // altogether (not even validated), as if Envoy had not sent it.
+            let overridden = match settings.allow_limit_override {
+                true => override_rule(i, d)?,
+                false => None,
+            };
+            let hit = match (tree, overridden) {
+                (None, _) => None,
+                (Some(_), Some(rule)) => Some((rule, matcher::state_key(&entries, &[]))),
+                (Some(tree), None) => matcher::find(tree, &entries).map(|m| (m.rule, m.key)),
             };
             matched.push(hit);
         }
@@ -421,13 +423,15 @@ impl<S: Store> RlsService<S> {
             }
             statuses.push(status);
         }
-        if degraded {
-            tracing::debug!(domain, "ShouldRateLimit answered by fail modes");
-        }
         Ok(RateLimitResponse {
             overall_code: overall as i32,
             statuses,
-            response_headers_to_add: headers::build(settings.headers, &figures),
+            // Answers of fail modes carry no real figures: no headers then.
+            response_headers_to_add: if degraded {
+                Vec::new()
+            } else {
+                headers::build(settings.headers, &figures)
+            },
             request_headers_to_add: Vec::new(),
             raw_body: Vec::new(),
         })
