@@ -654,7 +654,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         println!("{}", report.json(&args, &url, connections, &description));
     } else {
-        print!("{}", report.text(args.server_pid));
+        let text = report.text(args.server_pid);
+        match args.api {
+            Api::Acquire => print!("{text}"),
+            // The same figures, named for the RPC measured.
+            Api::Rls => print!("{}", text.replace("Acquire", "call")),
+        }
     }
     if report.errors > 0 {
         eprintln!(
