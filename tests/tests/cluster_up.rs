@@ -39,10 +39,16 @@ impl Cluster {
         };
         let published = free_port();
         let env = vec![
-            ("FLOODGATE_CLUSTER_DIR".to_owned(), dir.path().display().to_string()),
+            (
+                "FLOODGATE_CLUSTER_DIR".to_owned(),
+                dir.path().display().to_string(),
+            ),
             ("FLOODGATE_CLUSTER_PORT".to_owned(), published.to_string()),
             ("FLOODGATE_CLUSTER_BASE_PORT".to_owned(), base.to_string()),
-            ("FLOODGATE_CLUSTER_REDIS_PORT".to_owned(), free_port().to_string()),
+            (
+                "FLOODGATE_CLUSTER_REDIS_PORT".to_owned(),
+                free_port().to_string(),
+            ),
             ("FLOODGATE_BIN".to_owned(), binary().display().to_string()),
         ];
         let cluster = Cluster {
@@ -92,7 +98,9 @@ async fn acquires_served(http_port: u16) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exact_one_limit_behind_the_published_port() {
-    let cluster = tokio::task::spawn_blocking(Cluster::up).await.expect("cluster-up");
+    let cluster = tokio::task::spawn_blocking(Cluster::up)
+        .await
+        .expect("cluster-up");
     let client = Client::connect(format!("http://127.0.0.1:{}", cluster.published))
         .await
         .expect("connect through nginx");
@@ -112,7 +120,10 @@ async fn exact_one_limit_behind_the_published_port() {
     assert_eq!(allowed, 10, "one shared limit across the three replicas");
     for port in cluster.http {
         let served = acquires_served(port).await;
-        assert!(served > 0.0, "replica with HTTP port {port} served no call: nginx did not spread them");
+        assert!(
+            served > 0.0,
+            "replica with HTTP port {port} served no call: nginx did not spread them"
+        );
     }
     // The configured policies of deploy/floodgate.toml are there.
     let d = client
