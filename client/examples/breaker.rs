@@ -19,7 +19,7 @@ use floodgate_client::{CallError, Client, Outcome};
 /// The dependency: fails every third call.
 async fn charge(n: u32) -> Result<&'static str, String> {
     tokio::time::sleep(Duration::from_millis(5)).await;
-    if n % 3 == 0 {
+    if n.is_multiple_of(3) {
         Err(format!("card declined #{n}"))
     } else {
         Ok("charged")
@@ -34,7 +34,7 @@ async fn main() -> Result<(), floodgate_client::Error> {
         // A declined card is the customer's problem, not the dependency's: ignore it.
         let result = payments
             .call_classified(charge(n), |r| match r {
-                Err(e) if e.starts_with("card declined") && n % 2 == 0 => Outcome::Ignore,
+                Err(e) if e.starts_with("card declined") && n.is_multiple_of(2) => Outcome::Ignore,
                 Err(_) => Outcome::Failure,
                 Ok(_) => Outcome::Success,
             })
