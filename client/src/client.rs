@@ -1,20 +1,30 @@
 //! [`Client`]: a cheap-to-clone handle on one or several floodgate servers.
-use std::time::Duration;
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use floodgate_proto::v1::{
-    self as pb, admin_client::AdminClient, rate_limiter_client::RateLimiterClient,
+    self as pb, admin_client::AdminClient, circuit_breakers_client::CircuitBreakersClient,
+    rate_limiter_client::RateLimiterClient,
 };
 use tonic::transport::{Channel, Endpoint};
 
 use crate::{
-    AcquireBuilder, CheckResult, Error, PolicyRef, acquire::duration, policy::wire_duration,
+    AcquireBuilder, CheckResult, Error, PolicyRef,
+    acquire::duration,
+    breaker::{Breaker, BreakerCache, Reporter},
+    policy::wire_duration,
 };
 
-/// A connection to a floodgate fleet. Clones share the connection.
+/// A connection to a floodgate fleet. Clones share the connection, the breaker report
+/// batcher and the breaker state cache.
 #[derive(Debug, Clone)]
 pub struct Client {
     /// One channel; with several endpoints it spreads calls over them.
     channel: Channel,
+    /// Started on first use (it needs a Tokio runtime).
+    breakers: Arc<OnceLock<(Reporter, BreakerCache)>>,
 }
 
 fn endpoint(url: &str) -> Result<Endpoint, Error> {
@@ -34,7 +44,7 @@ impl Client {
     /// Connects to one server, e.g. `http://127.0.0.1:50051`.
     pub async fn connect(url: impl AsRef<str>) -> Result<Self, Error> {
         let channel = endpoint(url.as_ref())?.connect().await?;
-        Ok(Self { channel })
+        Ok(Self::from_channel(channel))
     }
 
     /// Spreads calls over several servers (power of two choices); a server that is down is
@@ -54,21 +64,116 @@ impl Client {
                 message: "at least one endpoint is required".into(),
             });
         }
-        Ok(Self {
-            channel: Channel::balance_list(endpoints.into_iter()),
+        Ok(Self::from_channel(Channel::balance_list(
+            endpoints.into_iter(),
+        )))
+    }
+
+    /// A client over an existing channel.
+    pub fn from_channel(channel: Channel) -> Self {
+        Self {
+            channel,
+            breakers: Arc::default(),
+        }
+    }
+
+    /// The channel, for generated clients of any floodgate service.
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// A handle on breaker `name` of `namespace`: `call` checks it, runs the call, and
+    /// reports the outcome (batched). Handles are cheap; they share this client's batcher
+    /// and state cache.
+    pub fn breaker(&self, namespace: &str, name: &str) -> Breaker {
+        Breaker::new(self.clone(), namespace, name)
+    }
+
+    fn breaker_parts(&self) -> &(Reporter, BreakerCache) {
+        self.breakers.get_or_init(|| {
+            (
+                Reporter::new(self.channel.clone()),
+                BreakerCache::new(self.channel.clone()),
+            )
         })
+    }
+
+    /// The breaker report batcher.
+    pub fn reporter(&self) -> &Reporter {
+        &self.breaker_parts().0
+    }
+
+    pub(crate) fn breaker_cache(&self) -> &BreakerCache {
+        &self.breaker_parts().1
+    }
+
+    /// Sends every pending breaker report now.
+    pub async fn flush(&self) {
+        if let Some((reporter, _)) = self.breakers.get() {
+            reporter.flush().await;
+        }
+    }
+
+    /// Flushes pending reports; call before the process exits so no outcome is lost.
+    pub async fn shutdown(&self) {
+        self.flush().await;
+    }
+
+    /// The generated CircuitBreakers client on this connection.
+    pub fn circuit_breakers(&self) -> CircuitBreakersClient<Channel> {
+        CircuitBreakersClient::new(self.channel.clone())
+    }
+
+    /// One breaker's state.
+    pub async fn breaker_info(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<pb::BreakerInfo, Error> {
+        Ok(self
+            .circuit_breakers()
+            .get(pb::GetBreakerRequest {
+                namespace: namespace.to_owned(),
+                breaker: name.to_owned(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Every breaker of a namespace.
+    pub async fn list_breakers(&self, namespace: &str) -> Result<Vec<pb::BreakerInfo>, Error> {
+        Ok(self
+            .circuit_breakers()
+            .list(pb::ListBreakersRequest {
+                namespace: namespace.to_owned(),
+            })
+            .await?
+            .into_inner()
+            .breakers)
+    }
+
+    /// An operator's override of a breaker's state.
+    pub async fn set_breaker_state(
+        &self,
+        namespace: &str,
+        name: &str,
+        state: pb::BreakerState,
+    ) -> Result<pb::BreakerInfo, Error> {
+        Ok(self
+            .circuit_breakers()
+            .set_state(pb::SetBreakerStateRequest {
+                namespace: namespace.to_owned(),
+                breaker: name.to_owned(),
+                state: state as i32,
+            })
+            .await?
+            .into_inner())
     }
 
     /// The generated RateLimiter client on this connection, for anything the builder
     /// does not cover.
     pub fn rate_limiter(&self) -> RateLimiterClient<Channel> {
         RateLimiterClient::new(self.channel.clone())
-    }
-
-    /// The underlying channel, for generated clients of other services on the same server
-    /// (Envoy's RateLimitService, health).
-    pub fn channel(&self) -> Channel {
-        self.channel.clone()
     }
 
     /// The generated Admin client on this connection.

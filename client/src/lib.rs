@@ -21,16 +21,19 @@
 //! Layout:
 //! - [`client`]: [`Client`], connecting to one or several servers.
 //! - [`acquire`]: the [`AcquireBuilder`] and its [`Decision`].
+//! - [`breaker`]: [`Breaker`] handles on shared circuit breakers ([`Client::breaker`]).
 //! - [`policy`]: [`Policy`] (inline limits) and [`PolicyRef`] (inline or by name).
 //! - [`error`]: the [`Error`] type.
 #![deny(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 pub mod acquire;
+pub mod breaker;
 pub mod client;
 pub mod error;
 pub mod policy;
 
 pub use acquire::{AcquireBuilder, CheckResult, Decision};
+pub use breaker::{Breaker, CallError, Outcome};
 pub use client::Client;
 pub use error::Error;
 pub use floodgate_proto as proto;

@@ -460,7 +460,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let clients =
         futures::future::try_join_all((0..connections).map(|_| args.server.connect())).await?;
     if args.api == Api::Rls {
-        let mut probe = RateLimitServiceClient::new(clients[0].channel());
+        let mut probe = RateLimitServiceClient::new(clients[0].channel().clone());
         let request = rls_request(&args.namespace, "bench:0".into());
         match tokio::time::timeout(args.server.timeout, probe.should_rate_limit(request)).await {
             Ok(Ok(r))
@@ -560,7 +560,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                     seed,
                 )),
                 Api::Rls => tokio::spawn(rls_task(
-                    RateLimitServiceClient::new(client.channel()),
+                    RateLimitServiceClient::new(client.channel().clone()),
                     plan.clone(),
                     counters.clone(),
                     seed,
