@@ -198,6 +198,33 @@ async fn semantics(s: &TestServer) {
     )
     .await;
     assert_eq!(r.statuses[0].limit_remaining, 9);
+    // A blocked value beside a limited one: over, and (all-or-nothing) the other is read,
+    // not counted.
+    let other = fresh("192.0.2");
+    let r = ask(
+        &mut c,
+        request(
+            "edge_proxy_per_ip",
+            vec![
+                desc(&[("remote_address", "50.0.0.5")]),
+                desc(&[("remote_address", &other)]),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(codes(&r), [Code::OverLimit, Code::Ok], "{r:?}");
+    let r = ask(
+        &mut c,
+        request(
+            "edge_proxy_per_ip",
+            vec![desc(&[("remote_address", &other)])],
+        ),
+    )
+    .await;
+    assert_eq!(
+        r.statuses[0].limit_remaining, 9,
+        "nothing was counted before"
+    );
     // hits_addend: the request's, then a descriptor's own (which wins).
     let mut hr = request("edge_proxy_per_ip", vec![desc(&[("remote_address", &ip)])]);
     hr.hits_addend = 4;
