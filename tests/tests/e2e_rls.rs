@@ -236,6 +236,37 @@ async fn semantics(s: &TestServer) {
     hr.descriptors[0].hits_addend = Some(5);
     let r = ask(&mut c, hr.clone()).await;
     assert_eq!((overall(&r), r.statuses[0].limit_remaining), (Code::Ok, 0));
+    // A descriptor's hits_addend of 0: OK, nothing counted.
+    let mut zero = request(
+        "edge_proxy_per_ip",
+        vec![desc(&[("remote_address", &other)])],
+    );
+    zero.descriptors[0].hits_addend = Some(0);
+    let r = ask(&mut c, zero).await;
+    assert_eq!(overall(&r), Code::Ok);
+    let r = ask(
+        &mut c,
+        request(
+            "edge_proxy_per_ip",
+            vec![desc(&[("remote_address", &other)])],
+        ),
+    )
+    .await;
+    assert_eq!(
+        r.statuses[0].limit_remaining, 8,
+        "the zero-hit call counted nothing"
+    );
+    // A limited descriptor's key longer than a key may be is bad input, naming the field.
+    let long = "x".repeat(600);
+    let e = c
+        .should_rate_limit(request(
+            "edge_proxy_per_ip",
+            vec![desc(&[("remote_address", &long)])],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().starts_with("descriptors[0].entries:"), "{e}");
     // More hits than the limit holds at all: over, without a store call.
     hr.descriptors[0].hits_addend = Some(11);
     assert_eq!(overall(&ask(&mut c, hr.clone()).await), Code::OverLimit);
@@ -607,14 +638,15 @@ async fn rls_config_errors_and_reload() {
         )),
         "{err}"
     );
-    // A good one serves; a change reloads; a bad change keeps the old one.
+    // A good one serves (the folder is given); a change reloads; a bad change keeps the old
+    // one; a file added to the folder is read.
     std::fs::write(
         &file,
         "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: hour, requests_per_unit: 1}\n",
     )
     .unwrap();
     let s = TestServer::start(ServerOptions {
-        extra_args: vec!["--rls-config".into(), file.display().to_string()],
+        extra_args: vec!["--rls-config".into(), dir.path().display().to_string()],
         ..Default::default()
     });
     let mut c = client(&s).await;
@@ -651,6 +683,28 @@ async fn rls_config_errors_and_reload() {
         "{:?}",
         s.logs()
     );
+    std::fs::write(
+        &file,
+        "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: hour, requests_per_unit: 7}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("more.yml"),
+        "domain: e\ndescriptors:\n  - key: k\n    rate_limit: {unit: hour, requests_per_unit: 3}\n",
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = ask(&mut c, request("e", vec![desc(&[("k", &fresh("v"))])])).await;
+        if limit_of(&r) == Some(3) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the added file was not read"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
