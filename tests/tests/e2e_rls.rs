@@ -117,6 +117,28 @@ async fn clear_of_edge(unit_secs: u64) {
 /// The scenarios that hold on every store, against one server.
 async fn semantics(s: &TestServer) {
     let mut c = client(s).await;
+    // ServerStatus names the files and their domains.
+    let status = s
+        .client()
+        .await
+        .admin()
+        .server_status(floodgate_proto::v1::ServerStatusRequest::default())
+        .await
+        .expect("ServerStatus")
+        .into_inner();
+    assert!(status.rls_config.ends_with("fixtures/rls"), "{status:?}");
+    assert_eq!(
+        status.rls_domains,
+        [
+            "bench",
+            "edge_proxy_per_ip",
+            "example6",
+            "example7",
+            "internal",
+            "messaging",
+            "shop"
+        ]
+    );
     clear_of_edge(3_600).await;
 
     // Nested descriptors: 5 marketing messages a day per number, 100 messages per number.
