@@ -166,6 +166,25 @@ async fn semantics(s: &TestServer) {
     let r = ask(&mut c, both()).await;
     assert_eq!(overall(&r), Code::OverLimit);
     assert_eq!(codes(&r), [Code::OverLimit, Code::Ok]);
+    // TopKeys of the domain shows the refused descriptor under its limit's reference.
+    let top = s
+        .client()
+        .await
+        .admin()
+        .top_keys(floodgate_proto::v1::TopKeysRequest {
+            namespace: "messaging".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("TopKeys")
+        .into_inner();
+    let want = format!("message_type=marketing|to_number={number}");
+    assert!(
+        top.keys
+            .iter()
+            .any(|k| k.key == want && k.policy == "rls@day" && k.denied == 1),
+        "{top:?}"
+    );
     // All-or-nothing: the per-number count did not move on the refused request.
     let r = ask(
         &mut c,

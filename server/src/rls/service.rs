@@ -42,7 +42,7 @@ use crate::{
     error::Error,
     metrics,
     service::{annotate, observed, state::AppState},
-    store::{AcquirePlan, PlannedCheck, Store},
+    store::{AcquirePlan, PlannedCheck, Store, StoreError},
     validate::to_duration,
 };
 
@@ -400,14 +400,22 @@ impl<S: Store> RlsService<S> {
                     }
                 }
                 Slot::Check(rule, j) => {
-                    let o = outcomes[*j];
+                    let Some(o) = outcomes.get(*j).copied() else {
+                        return Err(Error::Store(StoreError::Protocol(format!(
+                            "{} outcomes for {} checks",
+                            outcomes.len(),
+                            kept.len()
+                        ))));
+                    };
                     let over = !o.allowed && !rule.shadow;
                     metrics::rls_descriptor(domain, rule_label(rule), rule.shadow, o.allowed);
-                    if over && !degraded {
-                        let key = &kept[*j];
+                    if over
+                        && !degraded
+                        && let Some(check) = kept.get(*j)
+                    {
                         self.state
                             .top
-                            .record(domain, &descriptor_text(d), &key.policy_ref);
+                            .record(domain, &descriptor_text(d), &check.policy_ref);
                     }
                     figures.push(figures_of(rule, o.remaining, o.reset_after, over));
                     DescriptorStatus {
