@@ -851,4 +851,62 @@ mod tests {
         let e = load(&dir.path().join("missing.yaml"), caps()).unwrap_err();
         assert!(e.to_string().contains("missing.yaml"), "{e}");
     }
+
+    /// envoy ratelimit's own loader (`validateYamlKeys`) accepts only these keys anywhere
+    /// outside `metadata`; every fixture must pass it, so the files run unchanged there.
+    const ENVOY_VALID_KEYS: [&str; 16] = [
+        "domain",
+        "key",
+        "value",
+        "descriptors",
+        "rate_limit",
+        "unit",
+        "requests_per_unit",
+        "unlimited",
+        "shadow_mode",
+        "quota_mode",
+        "name",
+        "replaces",
+        "detailed_metric",
+        "value_to_metric",
+        "share_threshold",
+        "metadata",
+    ];
+
+    fn envoy_accepts(node: &Node, file: &str) {
+        match node {
+            Node::Map(entries, pos) => {
+                for (k, v) in entries {
+                    assert!(
+                        ENVOY_VALID_KEYS.contains(&k.as_str()),
+                        "{file}:{pos}: envoy ratelimit rejects key {k:?}"
+                    );
+                    if k != "metadata" {
+                        envoy_accepts(v, file);
+                    }
+                }
+            }
+            Node::Seq(items, pos) => {
+                for item in items {
+                    assert!(
+                        matches!(item, Node::Map(..)),
+                        "{file}:{pos}: envoy ratelimit accepts only lists of mappings"
+                    );
+                    envoy_accepts(item, file);
+                }
+            }
+            Node::Scalar { .. } => {}
+        }
+    }
+
+    #[test]
+    fn fixtures_load_here_and_pass_envoy_ratelimits_key_check() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/rls");
+        let c = load(&dir, caps()).unwrap();
+        assert!(c.files.len() >= 6, "{:?}", c.files);
+        for f in &c.files {
+            let text = std::fs::read_to_string(f).unwrap();
+            envoy_accepts(&yaml::parse(&text).unwrap(), &f.display().to_string());
+        }
+    }
 }
