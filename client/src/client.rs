@@ -117,7 +117,9 @@ impl Client {
         &self.breaker_parts().reporter
     }
 
-    pub(crate) fn breaker_cache(&self) -> &BreakerCache {
+    /// The Watch-fed breaker state cache: what a call would be decided by locally (the
+    /// first lookup of a breaker starts its Watch stream).
+    pub fn breaker_cache(&self) -> &BreakerCache {
         &self.breaker_parts().cache
     }
 
