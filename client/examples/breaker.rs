@@ -19,7 +19,11 @@ use floodgate_client::{CallError, Client, Outcome};
 /// The dependency: fails every third call.
 async fn charge(n: u32) -> Result<&'static str, String> {
     tokio::time::sleep(Duration::from_millis(5)).await;
-    if n % 3 == 0 { Err(format!("card declined #{n}")) } else { Ok("charged") }
+    if n.is_multiple_of(3) {
+        Err(format!("card declined #{n}"))
+    } else {
+        Ok("charged")
+    }
 }
 
 #[tokio::main]
