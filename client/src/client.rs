@@ -99,6 +99,11 @@ impl Client {
         Breaker::new(self.clone(), namespace, name)
     }
 
+    /// A handle on dead-letter queue `queue` of `namespace` (publish, list, claim, ...).
+    pub fn dead_letters(&self, namespace: &str, queue: &str) -> crate::DeadLetterQueue {
+        crate::DeadLetterQueue::new(self.channel.clone(), namespace, queue)
+    }
+
     fn breaker_parts(&self) -> &BreakerParts {
         self.breakers.get_or_init(|| {
             let (stop, stopped) = watch::channel(false);

@@ -22,6 +22,8 @@
 //! - [`client`]: [`Client`], connecting to one or several servers.
 //! - [`acquire`]: the [`AcquireBuilder`] and its [`Decision`].
 //! - [`breaker`]: [`Breaker`] handles on shared circuit breakers ([`Client::breaker`]).
+//! - [`dead_letters`]: [`DeadLetterQueue`] handles ([`Client::dead_letters`]): publish,
+//!   inspect, claim/ack, redrive, and the [`Consumer`] loop.
 //! - [`policy`]: [`Policy`] (inline limits) and [`PolicyRef`] (inline or by name).
 //! - [`error`]: the [`Error`] type.
 #![deny(missing_docs, unreachable_pub, missing_debug_implementations)]
@@ -29,12 +31,14 @@
 pub mod acquire;
 pub mod breaker;
 pub mod client;
+pub mod dead_letters;
 pub mod error;
 pub mod policy;
 
 pub use acquire::{AcquireBuilder, CheckResult, Decision};
 pub use breaker::{Breaker, CallError, Outcome};
 pub use client::Client;
+pub use dead_letters::{Consumer, DeadLetterQueue};
 pub use error::Error;
 pub use floodgate_proto as proto;
 pub use policy::{Algorithm, FailMode, Policy, PolicyRef};
