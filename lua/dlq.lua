@@ -90,9 +90,19 @@ local function dlq_reply_entry(k, id, fields)
   return {id, fields, redis.call('HGET', k.p, id) or '', tonumber(redis.call('HGET', k.d, id) or '0')}
 end
 
--- The ids given as ARGV[from..].
+-- An id spelled as the stream spells it, read as core reads it ('<ms>' is '<ms>-0', leading
+-- zeros and a '+' before the sequence dropped): the hashes and the zset are keyed by that
+-- exact text, while XRANGE and XDEL would also take another spelling of it.
+local function dlq_canon(id)
+  local ms, seq = string.match(id, '^(%d+)-%+?(%d+)$')
+  if not ms then ms, seq = string.match(id, '^(%d+)$'), '0' end
+  if not ms then return id end
+  return (string.gsub(ms, '^0+(%d)', '%1')) .. '-' .. (string.gsub(seq, '^0+(%d)', '%1'))
+end
+
+-- The ids given as ARGV[from..], canonical.
 local function dlq_ids(from)
   local ids = {}
-  for i = from, #ARGV do ids[#ids + 1] = ARGV[i] end
+  for i = from, #ARGV do ids[#ids + 1] = dlq_canon(ARGV[i]) end
   return ids
 end

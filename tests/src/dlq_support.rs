@@ -199,3 +199,137 @@ impl<'a> DlqStore<'a> {
         self.env.cmd(cmd)
     }
 }
+
+/// What a queue keeps beside its streams, read raw: everything a leak or a stale field
+/// would show in, though no store call reads it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawState {
+    /// Ids with a payload in the queue's payload hash.
+    pub payloads: Vec<String>,
+    /// Ids with a payload in the archive's payload hash.
+    pub archived_payloads: Vec<String>,
+    /// Claims and when they become claimable again (µs).
+    pub claims: Vec<(String, Micros)>,
+    /// Delivery counts by id (only ids ever claimed).
+    pub delivery_counts: Vec<(String, u32)>,
+    /// Entries pending in the consumer group.
+    pub pending: u64,
+    /// The consumer group's last delivered id (`0-0` before any delivery).
+    pub last_delivered: String,
+    /// The last ids given out in the queue and the archive.
+    pub last: Option<String>,
+    pub archive_last: Option<String>,
+    /// Unexpired idempotency records by key: `<id>|<expiry µs>`.
+    pub idempotency: Vec<(String, String)>,
+}
+
+/// An idempotency record as the scripts write it, when it has not expired at `now`.
+fn live_record(record: String, now: Micros) -> Option<String> {
+    let (_, exp) = record.rsplit_once('|')?;
+    (exp.parse::<Micros>().ok()? > now).then_some(record)
+}
+
+impl DlqStore<'_> {
+    /// The raw state of the queue's keys, with idempotency records for `keys` live at `now`.
+    pub fn raw(&self, keys: &[&str], now: Micros) -> RawState {
+        let k = &self.q.keys;
+        let hkeys = |key: &str| -> Vec<String> {
+            let mut v: Vec<String> = self.cmd(::redis::cmd("HKEYS").arg(key));
+            v.sort();
+            v
+        };
+        let mut claims: Vec<(String, f64)> = self.cmd(
+            ::redis::cmd("ZRANGE")
+                .arg(&k[5])
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES"),
+        );
+        claims.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut delivery_counts: Vec<(String, u32)> = self.cmd(::redis::cmd("HGETALL").arg(&k[6]));
+        delivery_counts.sort();
+        let exists: bool = self.cmd(::redis::cmd("EXISTS").arg(&k[0]));
+        let (pending, last_delivered) = if exists {
+            let groups: Vec<std::collections::HashMap<String, ::redis::Value>> =
+                self.cmd(::redis::cmd("XINFO").arg("GROUPS").arg(&k[0]));
+            assert_eq!(groups.len(), 1, "one consumer group on {}", k[0]);
+            let field = |name: &str| {
+                groups[0]
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| panic!("XINFO GROUPS without {name}"))
+            };
+            (
+                ::redis::from_redis_value(field("pending")).expect("pending"),
+                ::redis::from_redis_value(field("last-delivered-id")).expect("last-delivered-id"),
+            )
+        } else {
+            (0, "0-0".to_owned())
+        };
+        let idempotency = keys
+            .iter()
+            .filter(|key| !key.is_empty())
+            .filter_map(|key| {
+                let record: Option<String> =
+                    self.cmd(::redis::cmd("GET").arg(format!("{}:ik:{key}", k[0])));
+                Some((key.to_string(), live_record(record?, now)?))
+            })
+            .collect();
+        RawState {
+            payloads: hkeys(&k[1]),
+            archived_payloads: hkeys(&k[3]),
+            claims: claims
+                .into_iter()
+                .map(|(id, score)| (id, score as Micros))
+                .collect(),
+            delivery_counts,
+            pending,
+            last_delivered,
+            last: self.cmd(::redis::cmd("HGET").arg(&k[4]).arg("last")),
+            archive_last: self.cmd(::redis::cmd("HGET").arg(&k[4]).arg("alast")),
+            idempotency,
+        }
+    }
+}
+
+/// The raw state the model says Redis holds (ids sorted as text, as [`DlqStore::raw`]
+/// sorts them).
+pub fn model_raw(q: &Queue, keys: &[&str], now: Micros) -> RawState {
+    let sorted = |ids: Vec<String>| {
+        let mut ids = ids;
+        ids.sort();
+        ids
+    };
+    let mut claims: Vec<(String, Micros)> = q
+        .claims
+        .iter()
+        .map(|(id, d)| (id.to_string(), *d))
+        .collect();
+    claims.sort();
+    let mut delivery_counts: Vec<(String, u32)> = q
+        .entries
+        .iter()
+        .filter(|(_, e)| e.delivery_count > 0)
+        .map(|(id, e)| (id.to_string(), e.delivery_count))
+        .collect();
+    delivery_counts.sort();
+    let given = |id: EntryId| (id != EntryId::default()).then(|| id.to_string());
+    RawState {
+        payloads: sorted(q.entries.keys().map(ToString::to_string).collect()),
+        archived_payloads: sorted(q.archive.keys().map(ToString::to_string).collect()),
+        claims,
+        delivery_counts,
+        pending: q.claims.len() as u64,
+        last_delivered: q.delivered.to_string(),
+        last: given(q.last_id),
+        archive_last: given(q.archive_last_id),
+        idempotency: keys
+            .iter()
+            .filter(|key| !key.is_empty())
+            .filter_map(|key| {
+                let (id, exp) = q.idempotency.get(*key)?;
+                live_record(format!("{id}|{exp}"), now).map(|r| (key.to_string(), r))
+            })
+            .collect(),
+    }
+}

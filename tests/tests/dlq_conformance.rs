@@ -6,21 +6,25 @@
 //! small pool, explicit or default `first_failed_at`), Claim (1..=5 entries for 1 ms..=5 s),
 //! Ack, Nack, Archive, Restore, Purge (archived) and Stats run on an explicit clock that only
 //! moves forward: by µs, ms, seconds, minutes, past the retention, and exactly onto (or 1 µs
-//! around) the next claim deadline and the instant the oldest entry ages out, so the steps
-//! land where an answer flips. Ids come from those seen (publish, restore, the archive),
-//! from those claimed right now, and from valid ids that name nothing.
+//! around) the next claim deadline, the instant the oldest entry ages out and the expiry of
+//! an idempotency key, so the steps land where an answer flips. Ids come from those seen
+//! (publish, restore, the archive), from those claimed right now, from valid ids that name
+//! nothing, and from seen ids spelled another way the service accepts (`<ms>` alone,
+//! leading zeros, `-+<seq>`: `EntryId::from_str` reads them, so the scripts must too).
 //!
 //! After every step both sides must agree on the step's answer (ids and duplicate flags;
 //! claimed entries with every field, payload and delivery count, in order, and the number
 //! archived; the counts of Ack / Nack / Archive / Purge; Restore's new ids), on the whole
 //! `QueueStats`, and on the complete queue and archive as `dlq_scan` reads them, oldest
-//! first with payloads and newest first without. At the end `dlq_read` of every id seen
-//! must agree as well.
+//! first with payloads and newest first without; and on the raw state no call reads back
+//! (payload hashes, claims with their deadlines, delivery counts, the consumer group's
+//! pending count and last delivered id, last ids, live idempotency records), where a leak
+//! would show. At the end `dlq_read` of every id seen must agree as well.
 //!
 //! Deterministic tests pin what random sequences reach rarely: more than 1,000 expired
 //! entries are trimmed at most 1,000 per publish (age first, then length, with exact
-//! counts), ids never go back when the clock does, and a claim is claimable again exactly
-//! at its deadline.
+//! counts), ids never go back when the clock does, a claim is claimable again exactly at its
+//! deadline, and an idempotency key answers duplicates until exactly its retention.
 use std::collections::BTreeMap;
 
 use floodgate_core::{
@@ -31,7 +35,7 @@ use floodgate_core::{
 use floodgate_server::store::StoredLetter;
 use floodgate_tests::{
     conformance_support::{EPOCH, Env, runner},
-    dlq_support::{DlqStore, model_contents, model_letter, without_payloads},
+    dlq_support::{DlqStore, model_contents, model_letter, model_raw, without_payloads},
 };
 use proptest::{prelude::*, test_runner::TestCaseError};
 
@@ -62,6 +66,8 @@ enum Advance {
     ToDeadline(i64),
     /// To the first instant the oldest entry ages out (`true`) or 1 µs before (`false`).
     ToTrimEdge(bool),
+    /// To the next expiry of an idempotency key (`true`) or 1 µs before (`false`).
+    ToKeyExpiry(bool),
 }
 
 impl Advance {
@@ -85,6 +91,13 @@ impl Advance {
                 let edge = (id.ms + 1) * MS + limits.retention - u64::from(!exact);
                 edge.saturating_sub(now)
             }),
+            Advance::ToKeyExpiry(exact) => model
+                .idempotency
+                .values()
+                .map(|(_, exp)| exp - u64::from(!exact))
+                .filter(|t| *t > now)
+                .min()
+                .map_or(0, |t| t - now),
         }
     }
 }
@@ -97,8 +110,10 @@ fn advance() -> impl Strategy<Value = Advance> {
         2 => (1u64..=10).prop_map(Advance::Seconds),
         1 => (1u64..=70).prop_map(Advance::Minutes),
         1 => (0u64..2_000_000).prop_map(Advance::PastRetention),
-        3 => (-1i64..=1).prop_map(Advance::ToDeadline),
+        4 => Just(Advance::ToDeadline(0)),
+        2 => prop_oneof![Just(-1i64), Just(1)].prop_map(Advance::ToDeadline),
         2 => any::<bool>().prop_map(Advance::ToTrimEdge),
+        1 => any::<bool>().prop_map(Advance::ToKeyExpiry),
     ]
 }
 
@@ -180,6 +195,9 @@ enum Pick {
     Current(usize),
     /// A valid id that names nothing (yet).
     Garbage(usize),
+    /// One seen earlier, spelled another way core reads the same (or, `<ms>` alone, as
+    /// `<ms>-0`): leading zeros, a `+` before the sequence, no sequence.
+    Respelled(usize, usize),
 }
 
 fn picks() -> impl Strategy<Value = Vec<Pick>> {
@@ -188,6 +206,7 @@ fn picks() -> impl Strategy<Value = Vec<Pick>> {
             4 => any::<usize>().prop_map(Pick::Seen),
             4 => any::<usize>().prop_map(Pick::Current),
             1 => any::<usize>().prop_map(Pick::Garbage),
+            1 => (any::<usize>(), any::<usize>()).prop_map(|(i, f)| Pick::Respelled(i, f)),
         ],
         1..=3,
     )
@@ -279,6 +298,17 @@ fn garbage(i: usize, last: EntryId) -> String {
     }
 }
 
+/// `id` spelled another way that the service accepts (`EntryId::from_str`).
+fn respell(id: &str, form: usize) -> String {
+    let (ms, seq) = id.split_once('-').expect("a stream id");
+    match form % 4 {
+        0 => format!("0{ms}-{seq}"),
+        1 => format!("{ms}-00{seq}"),
+        2 => format!("{ms}-+{seq}"),
+        _ => ms.to_owned(),
+    }
+}
+
 fn nth<T: ToString>(mut items: impl ExactSizeIterator<Item = T>, i: usize) -> Option<String> {
     let n = items.len();
     (n > 0).then(|| items.nth(i % n).unwrap().to_string())
@@ -292,6 +322,7 @@ fn queue_ids(picks: &[Pick], seen: &[String], model: &Queue) -> Vec<String> {
             Pick::Seen(i) => nth(seen.iter(), i),
             Pick::Current(i) => nth(model.claims.keys(), i),
             Pick::Garbage(i) => Some(garbage(i, model.last_id)),
+            Pick::Respelled(i, f) => nth(seen.iter(), i).map(|id| respell(&id, f)),
         })
         .map(|id| id.unwrap_or_else(|| garbage(0, model.last_id)))
         .collect()
@@ -305,6 +336,7 @@ fn archive_ids(picks: &[Pick], seen: &[String], model: &Queue) -> Vec<String> {
             Pick::Seen(i) => nth(seen.iter(), i),
             Pick::Current(i) => nth(model.archive.keys(), i),
             Pick::Garbage(i) => Some(garbage(i, model.archive_last_id)),
+            Pick::Respelled(i, f) => nth(seen.iter(), i).map(|id| respell(&id, f)),
         })
         .map(|id| id.unwrap_or_else(|| garbage(0, model.archive_last_id)))
         .collect()
@@ -322,7 +354,9 @@ fn remember(seen: &mut Vec<String>, id: String) {
     }
 }
 
-/// Stats and the complete queue and archive, read both ways: Redis (left) vs core (right).
+/// Stats, the complete queue and archive read both ways, and the raw state beside them
+/// (payload hashes, claims with their deadlines, delivery counts, the consumer group, last
+/// ids, live idempotency records): Redis (left) vs core (right).
 fn same_state(
     store: &DlqStore<'_>,
     model: &Queue,
@@ -330,6 +364,12 @@ fn same_state(
     what: &str,
 ) -> Result<(), TestCaseError> {
     prop_assert_eq!(store.stats(now), model.stats(now), "{}: stats", what);
+    prop_assert_eq!(
+        store.raw(&KEYS, now),
+        model_raw(model, &KEYS, now),
+        "{}: raw state",
+        what
+    );
     for archived in [false, true] {
         let name = if archived { "archive" } else { "queue" };
         prop_assert_eq!(
@@ -698,4 +738,42 @@ fn claims_come_back_exactly_at_their_deadline() {
     );
     let s = store.stats(n + vis);
     assert_eq!((s.count, s.archived, s.in_flight), (0, 1, 0));
+}
+
+/// An idempotency key answers duplicates until exactly `retention` after its publish, then
+/// stores anew (and the new record lasts from then).
+#[test]
+fn idempotency_keys_expire_exactly_after_the_retention() {
+    let env = Env::start();
+    let limits = QueueLimits {
+        retention: 2 * SECOND,
+        max_len: 10,
+        max_deliveries: 0,
+    };
+    let store = DlqStore::new(&env, limits);
+    let mut model = Queue::default();
+    let t = EPOCH + 7;
+    let m = Message {
+        idempotency_key: "k1".into(),
+        ..letter("r", b"once")
+    };
+    let (first, dup) = publish_both(&store, &mut model, &limits, &m, t);
+    assert!(!dup);
+    let mut at = |now: Micros| publish_both(&store, &mut model, &limits, &m, now);
+    assert_eq!(at(t + limits.retention - 1), (first.clone(), true));
+    let (second, dup) = at(t + limits.retention);
+    assert!(!dup && second != first, "the key expired: a new entry");
+    let (third, dup) = at(t + 2 * limits.retention - 1);
+    assert_eq!((third, dup), (second, true));
+    let s = store.stats(t + 2 * limits.retention);
+    assert_eq!(
+        (s.counters.published_total, s.counters.duplicates_total),
+        (2, 2)
+    );
+    assert_same_state(
+        &store,
+        &model,
+        t + 2 * limits.retention - 1,
+        "after the keys",
+    );
 }
