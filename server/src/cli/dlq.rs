@@ -261,10 +261,15 @@ impl QueueArgs {
         let url = self.server.url();
         match tokio::time::timeout(timeout, fut).await {
             Ok(Ok(t)) => Ok(t),
+            Ok(Err(Error::NotFound(m))) if m.starts_with("queue") => Err(anyhow::anyhow!(
+                "not found: {m}\nhint: configure the queue on the server ([queues.{}], or \
+                 [queues.default] as the template for any name) and reload it",
+                self.queue
+            )),
             Ok(Err(Error::NotFound(m))) => Err(anyhow::anyhow!(
-                "not found: {m}\nhint: a queue must be configured on the server ([queues.{}] or \
-                 [queues.default]); an entry is gone once acked, redriven, purged or trimmed \
-                 (`floodgate dlq list` shows what is there, --archived the archive)",
+                "not found: {m}\nhint: `floodgate dlq list -n {} {}` shows what is there \
+                 (--archived: the archive; archived entries have new ids)",
+                self.namespace,
                 self.queue
             )),
             Ok(Err(Error::PermissionDenied(m))) => Err(anyhow::anyhow!(
@@ -474,17 +479,17 @@ async fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
     let mut stream = queue.list(options);
     let mut json_rows = Vec::new();
     let mut n = 0u64;
-    if !q.json {
-        println!(
-            "{:<20} {:<20} {:<20} {:<16} {:>4} {:>4} {:>9}  METADATA",
-            "ID", "PUBLISHED", "REASON", "SOURCE", "ATT", "DLV", "BYTES"
-        );
-    }
     while a.limit == 0 || n < a.limit {
         let Some(d) = q.call(Duration::ZERO, stream.try_next()).await? else {
             break;
         };
         n += 1;
+        if n == 1 && !q.json {
+            println!(
+                "{:<20} {:<20} {:<20} {:<16} {:>4} {:>4} {:>9}  METADATA",
+                "ID", "PUBLISHED", "REASON", "SOURCE", "ATT", "DLV", "BYTES"
+            );
+        }
         if q.json {
             json_rows.push(entry_json(&d, a.payloads));
         } else {
