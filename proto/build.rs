@@ -1,5 +1,6 @@
-//! Compiles `floodgate/v1/*.proto` with protox (pure Rust, no system `protoc`) and generates
-//! the prost messages and tonic services, plus a descriptor set for gRPC reflection.
+//! Compiles `floodgate/v1/*.proto` and the vendored Envoy RLS v3 subset (`envoy/...`) with
+//! protox (pure Rust, no system `protoc`) and generates the prost messages and tonic services,
+//! plus a descriptor set for gRPC reflection.
 use std::{env, path::PathBuf};
 
 use prost::Message;
@@ -10,6 +11,10 @@ const PROTOS: &[&str] = &[
     "floodgate/v1/admin.proto",
     "floodgate/v1/circuit_breakers.proto",
     "floodgate/v1/dead_letters.proto",
+    "envoy/type/v3/ratelimit_unit.proto",
+    "envoy/config/core/v3/base.proto",
+    "envoy/extensions/common/ratelimit/v3/ratelimit.proto",
+    "envoy/service/ratelimit/v3/rls.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

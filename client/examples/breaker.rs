@@ -11,7 +11,7 @@
 //! half_open_calls = 2
 //! ```
 //!
-//! then `cargo run -p floodgate-client --example breaker`.
+//! then `cargo run -p floodgate-client --example breaker [http://127.0.0.1:50051]`.
 use std::time::Duration;
 
 use floodgate_client::{CallError, Client, Outcome};
@@ -28,13 +28,16 @@ async fn charge(n: u32) -> Result<&'static str, String> {
 
 #[tokio::main]
 async fn main() -> Result<(), floodgate_client::Error> {
-    let client = Client::connect("http://127.0.0.1:50051").await?;
+    let url = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "http://127.0.0.1:50051".into());
+    let client = Client::connect(&url).await?;
     let payments = client.breaker("shop", "payments");
     for n in 0..60 {
         // A declined card is the customer's problem, not the dependency's: ignore it.
         let result = payments
             .call_classified(charge(n), |r| match r {
-                Err(e) if e.starts_with("card declined") && n % 2 == 0 => Outcome::Ignore,
+                Err(e) if e.starts_with("card declined") && n.is_multiple_of(2) => Outcome::Ignore,
                 Err(_) => Outcome::Failure,
                 Ok(_) => Outcome::Success,
             })
@@ -51,5 +54,12 @@ async fn main() -> Result<(), floodgate_client::Error> {
     }
     // Send the last outcomes before exiting.
     client.shutdown().await;
+    let r = client.reporter();
+    println!(
+        "{} Report calls for 60 calls ({} failed, {} outcomes dropped)",
+        r.sent(),
+        r.failed(),
+        r.dropped()
+    );
     Ok(())
 }

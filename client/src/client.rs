@@ -8,6 +8,7 @@ use floodgate_proto::v1::{
     self as pb, admin_client::AdminClient, circuit_breakers_client::CircuitBreakersClient,
     rate_limiter_client::RateLimiterClient,
 };
+use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::{
@@ -24,7 +25,16 @@ pub struct Client {
     /// One channel; with several endpoints it spreads calls over them.
     channel: Channel,
     /// Started on first use (it needs a Tokio runtime).
-    breakers: Arc<OnceLock<(Reporter, BreakerCache)>>,
+    breakers: Arc<OnceLock<BreakerParts>>,
+}
+
+/// What breaker handles share: one batcher, one state cache, and the signal that stops
+/// their tasks (sent on shutdown, or dropped with the last clone of the client).
+#[derive(Debug)]
+struct BreakerParts {
+    reporter: Reporter,
+    cache: BreakerCache,
+    stop: watch::Sender<bool>,
 }
 
 fn endpoint(url: &str) -> Result<Endpoint, Error> {
@@ -94,34 +104,47 @@ impl Client {
         crate::DeadLetterQueue::new(self.channel.clone(), namespace, queue)
     }
 
-    fn breaker_parts(&self) -> &(Reporter, BreakerCache) {
+    fn breaker_parts(&self) -> &BreakerParts {
         self.breakers.get_or_init(|| {
-            (
-                Reporter::new(self.channel.clone()),
-                BreakerCache::new(self.channel.clone()),
-            )
+            let (stop, stopped) = watch::channel(false);
+            let reporter = Reporter::new(self.channel.clone());
+            reporter.start(stopped.clone());
+            BreakerParts {
+                reporter,
+                cache: BreakerCache::new(self.channel.clone(), stopped),
+                stop,
+            }
         })
     }
 
-    /// The breaker report batcher.
+    /// The breaker report batcher (its counters say how reporting goes).
     pub fn reporter(&self) -> &Reporter {
-        &self.breaker_parts().0
+        &self.breaker_parts().reporter
     }
 
-    pub(crate) fn breaker_cache(&self) -> &BreakerCache {
-        &self.breaker_parts().1
+    /// The Watch-fed breaker state cache: what a call would be decided by locally (the
+    /// first lookup of a breaker starts its Watch stream).
+    pub fn breaker_cache(&self) -> &BreakerCache {
+        &self.breaker_parts().cache
     }
 
-    /// Sends every pending breaker report now.
+    /// Sends every pending breaker report now; returns once they were answered.
     pub async fn flush(&self) {
-        if let Some((reporter, _)) = self.breakers.get() {
-            reporter.flush().await;
+        if let Some(parts) = self.breakers.get() {
+            parts.reporter.flush().await;
         }
     }
 
-    /// Flushes pending reports; call before the process exits so no outcome is lost.
+    /// Flushes pending reports (sending once more what fails) and stops the background
+    /// tasks (the batcher and the Watch streams). Call it before the process exits. The
+    /// client still works afterwards, but breaker calls always ask the server and their
+    /// outcomes go out only with [`Client::flush`]. Dropping the last clone of a client
+    /// also stops the tasks, after a last flush in the background.
     pub async fn shutdown(&self) {
-        self.flush().await;
+        if let Some(parts) = self.breakers.get() {
+            parts.stop.send_replace(true);
+            parts.reporter.flush_final().await;
+        }
     }
 
     /// The generated CircuitBreakers client on this connection.

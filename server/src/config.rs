@@ -12,7 +12,13 @@
 //! period = "1m"
 //! burst = 20
 //! ```
-use std::{collections::HashMap, net::SocketAddr, path::Path, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use floodgate_core::{
     Algorithm, FailMode, Policy, PolicySpec, names::validate_policy_name, time::micros,
@@ -22,6 +28,7 @@ use serde::Deserialize;
 use crate::{
     breaker_config::{BreakerSettings, BreakerTable, DEFAULT_BREAKER, build_breaker},
     queue_config::{DEFAULT_QUEUE, QueueSettings, QueueTable, build_queue},
+    rls::{Counting, RlsSettings, headers::HeaderMode},
     store::redis::ConnectionMode,
 };
 
@@ -91,6 +98,14 @@ pub struct FileConfig {
     /// Circuit breakers by name (`default`: the template for any other name).
     #[serde(default)]
     pub breakers: HashMap<String, BreakerTable>,
+    /// envoyproxy/ratelimit YAML file or folder for ShouldRateLimit (relative to this file).
+    pub rls_config: Option<PathBuf>,
+    /// Whether a ShouldRateLimit descriptor's `limit` override is honoured.
+    pub rls_allow_limit_override: Option<bool>,
+    /// `all_or_nothing` (default) or `independent`.
+    pub rls_counting: Option<String>,
+    /// `off` (default), `draft`, `x-ratelimit` or `both`.
+    pub rls_headers: Option<String>,
     /// Dead-letter queues by name (`default`: the template for any other name).
     #[serde(default)]
     pub queues: HashMap<String, QueueTable>,
@@ -133,6 +148,8 @@ pub struct Overrides {
     pub store_timeout: Option<Duration>,
     /// `--redis-connection`.
     pub redis_connection: Option<ConnectionMode>,
+    /// `--rls-config` / `FLOODGATE_RLS_CONFIG`.
+    pub rls_config: Option<PathBuf>,
 }
 
 /// The effective configuration.
@@ -162,6 +179,8 @@ pub struct Config {
     pub policies: HashMap<String, Arc<Policy>>,
     /// Circuit breakers by name, validated (`default` is the template).
     pub breakers: HashMap<String, Arc<BreakerSettings>>,
+    /// Envoy RLS: the rate limit files and their settings.
+    pub rls: Arc<RlsSettings>,
     /// Dead-letter queues by name, validated (`default` is the template).
     pub queues: HashMap<String, Arc<QueueSettings>>,
 }
@@ -262,7 +281,12 @@ impl Config {
                     source,
                 })?;
                 let origin = p.display().to_string();
-                let file = Self::parse_file(&origin, &text)?;
+                let mut file = Self::parse_file(&origin, &text)?;
+                if let (Some(rls), Some(dir)) = (&file.rls_config, p.parent())
+                    && rls.is_relative()
+                {
+                    file.rls_config = Some(dir.join(rls));
+                }
                 return Self::from_file(file, overrides).map_err(|e| match e {
                     ConfigError::Invalid(m) => ConfigError::Invalid(format!("{origin}: {m}")),
                     other => other,
@@ -299,6 +323,7 @@ impl Config {
         for (name, t) in &file.breakers {
             breakers.insert(name.clone(), Arc::new(build_breaker(name, t)?));
         }
+        let rls = rls_settings(&file, &o, caps)?;
         let prefix_for_queues = file.key_prefix.clone().unwrap_or_else(|| "fg".to_owned());
         let mut queues = HashMap::new();
         for (name, t) in &file.queues {
@@ -348,9 +373,43 @@ impl Config {
             redis_pool_size: file.redis_pool_size.unwrap_or(32),
             policies,
             breakers,
+            rls: Arc::new(rls),
             queues,
         })
     }
+}
+
+/// The RLS settings: the rate limit files (`--rls-config` wins over `rls_config`) and the
+/// `rls_*` keys.
+fn rls_settings(file: &FileConfig, o: &Overrides, caps: Caps) -> Result<RlsSettings, ConfigError> {
+    let path = o.rls_config.clone().or_else(|| file.rls_config.clone());
+    let config = match &path {
+        Some(p) => crate::rls::config::load(p, caps)?,
+        None => Default::default(),
+    };
+    let counting = match file.rls_counting.as_deref() {
+        None => Counting::default(),
+        Some(s) => Counting::from_name(s).ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "rls_counting: must be \"all_or_nothing\" or \"independent\", got {s:?}"
+            ))
+        })?,
+    };
+    let headers = match file.rls_headers.as_deref() {
+        None => HeaderMode::default(),
+        Some(s) => HeaderMode::from_name(s).ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "rls_headers: must be \"off\", \"draft\", \"x-ratelimit\" or \"both\", got {s:?}"
+            ))
+        })?,
+    };
+    Ok(RlsSettings {
+        path,
+        config,
+        allow_limit_override: file.rls_allow_limit_override.unwrap_or(false),
+        counting,
+        headers,
+    })
 }
 
 #[cfg(test)]
@@ -412,5 +471,54 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.redis_url.as_deref(), Some("redis://b"));
+    }
+
+    #[test]
+    fn rls_settings_and_relative_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("rls")).unwrap();
+        std::fs::write(dir.path().join("rls/a.yaml"), "domain: a\n").unwrap();
+        let toml = dir.path().join("floodgate.toml");
+        std::fs::write(
+            &toml,
+            "rls_config = \"rls\"\nrls_counting = \"independent\"\nrls_headers = \"both\"\nrls_allow_limit_override = true\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&toml), Overrides::default()).unwrap();
+        assert_eq!(
+            c.rls.path.as_deref(),
+            Some(dir.path().join("rls").as_path())
+        );
+        assert!(c.rls.config.domains.contains_key("a"));
+        assert_eq!(c.rls.counting, Counting::Independent);
+        assert_eq!(c.rls.headers, HeaderMode::Both);
+        assert!(c.rls.allow_limit_override);
+        // Defaults: no files, all-or-nothing, no override, no headers.
+        let c = Config::from_file(FileConfig::default(), Overrides::default()).unwrap();
+        assert!(c.rls.config.domains.is_empty());
+        assert_eq!(c.rls.counting, Counting::AllOrNothing);
+        assert!(!c.rls.allow_limit_override);
+        assert_eq!(c.rls.headers, HeaderMode::Off);
+        for (text, want) in [
+            ("rls_counting = \"some\"\n", "rls_counting:"),
+            ("rls_headers = \"all\"\n", "rls_headers:"),
+        ] {
+            let f = Config::parse_file("t.toml", text).unwrap();
+            let e = Config::from_file(f, Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(want), "{e}");
+        }
+        // The flag wins over the file; a missing path names itself.
+        let f = Config::parse_file("t.toml", "rls_config = \"/nonexistent/x.yaml\"\n").unwrap();
+        let o = Overrides {
+            rls_config: Some(dir.path().join("rls/a.yaml")),
+            ..Default::default()
+        };
+        assert!(Config::from_file(f.clone(), o).is_ok());
+        let e = Config::from_file(f, Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/x.yaml"), "{e}");
     }
 }

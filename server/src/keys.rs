@@ -4,6 +4,8 @@
 //! touches one slot: `fg:{ns:user:42}:tb:api`. Namespaces cannot contain `:`, `{` or `}`
 //! and policy references cannot contain `:` or `}`, so a key string belongs to exactly one
 //! (namespace, key, algorithm, policy) even when the user's key contains `:` or braces.
+//! Envoy RLS limits use the policy reference `rls@<unit>` (`crate::rls::config::policy_ref`),
+//! which no configured or inline policy can have.
 use floodgate_core::Algorithm;
 
 /// Builds keys under one configurable prefix.

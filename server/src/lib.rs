@@ -10,6 +10,7 @@
 //! - [`http`]: the HTTP side port (`/metrics`, `/healthz`, `/readyz`).
 //! - [`metrics`]: metric names and where they are recorded.
 //! - [`reload`]: live reload of the configuration file (on change and on SIGHUP).
+//! - [`rls`]: Envoy's `ShouldRateLimit` and envoyproxy/ratelimit's YAML configuration.
 //! - [`server`]: transport — services, health and reflection on a listener, graceful drain.
 //! - [`service`]: the gRPC services (`RateLimiter`, `Admin`) and their shared state.
 //! - [`validate`]: wire requests into store plans; every rule checked once at the edge.
@@ -29,6 +30,7 @@ pub mod metrics;
 pub mod queue_config;
 pub mod queue_watch;
 pub mod reload;
+pub mod rls;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -33,6 +33,10 @@ pub fn install() -> Option<PrometheusHandle> {
         "Limit checks decided, by namespace, policy (name, or `inline`) and result"
     );
     describe_counter!(
+        "floodgate_rls_decisions_total",
+        "ShouldRateLimit descriptors decided against a configured rule, by domain, rule and result"
+    );
+    describe_counter!(
         "floodgate_degraded_total",
         "Acquires answered by a fail mode because the store failed, by reason"
     );
@@ -263,6 +267,24 @@ pub fn decision(namespace: &str, policy: &str, result: &'static str) {
         "floodgate_decisions_total",
         "namespace" => namespace_label(namespace),
         "policy" => policy.to_owned(),
+        "result" => result
+    )
+    .increment(1);
+}
+
+/// One ShouldRateLimit descriptor decided against a rule (`rule`: the rule's name, else its
+/// path in the rate limit file, so bounded by the configuration; the first 1,000 kept).
+pub fn rls_descriptor(domain: &str, rule: &str, shadow: bool, allowed: bool) {
+    static SEEN: LazyLock<RwLock<HashSet<String>>> = LazyLock::new(Default::default);
+    let result = match (allowed, shadow) {
+        (true, _) => "ok",
+        (false, true) => "shadow_over_limit",
+        (false, false) => "over_limit",
+    };
+    counter!(
+        "floodgate_rls_decisions_total",
+        "domain" => namespace_label(domain),
+        "rule" => bounded(&SEEN, rule),
         "result" => result
     )
     .increment(1);

@@ -1,5 +1,5 @@
-//! Live reload: the configuration file is read again when it changes on disk (polled every
-//! second) or on SIGHUP. A valid file replaces the policies and settings at once (an
+//! Live reload: the configuration file and the Envoy rate limit files (`rls_config`) are
+//! read again when one changes on disk (polled every second) or on SIGHUP. A valid file replaces the policies and settings at once (an
 //! `ArcSwap`, so no call waits or sees half a change); an invalid one is logged and the
 //! old configuration stays. Listen addresses, the Redis URL and connection, and the key
 //! prefix need a restart: a change to them is logged and ignored.
@@ -17,15 +17,45 @@ use crate::{
     store::Store,
 };
 
-/// What identifies a version of the file: modification time and length.
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+/// What identifies a version of one file: modification time and length.
+fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
     let m = std::fs::metadata(path).ok()?;
     Some((m.modified().ok()?, m.len()))
 }
 
+/// What identifies a version of the configuration: the TOML file's stamp and those of the
+/// rate limit files (a folder's `*.yaml` / `*.yml` files, by name, so an added or removed
+/// file counts too).
+type Stamp = (
+    Option<(SystemTime, u64)>,
+    Vec<(PathBuf, Option<(SystemTime, u64)>)>,
+);
+
+fn stamp(path: Option<&Path>, rls: Option<&Path>) -> Stamp {
+    let toml = path.and_then(file_stamp);
+    let mut files = Vec::new();
+    if let Some(r) = rls {
+        if r.is_dir() {
+            if let Ok(dir) = std::fs::read_dir(r) {
+                for e in dir.flatten() {
+                    let p = e.path();
+                    if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+                        let s = file_stamp(&p);
+                        files.push((p, s));
+                    }
+                }
+            }
+            files.sort();
+        } else {
+            files.push((r.to_owned(), file_stamp(r)));
+        }
+    }
+    (toml, files)
+}
+
 /// Reads the file again and swaps the configuration in, keeping what needs a restart.
-pub fn reload<S: Store>(state: &AppState<S>, path: &Path, overrides: &Overrides) -> bool {
-    let mut next = match Config::load(Some(path), overrides.clone()) {
+pub fn reload<S: Store>(state: &AppState<S>, path: Option<&Path>, overrides: &Overrides) -> bool {
+    let mut next = match Config::load(path, overrides.clone()) {
         Ok(c) => c,
         Err(e) => {
             error!(error = %e, "configuration NOT reloaded; the previous one stays in force");
@@ -62,15 +92,25 @@ pub fn reload<S: Store>(state: &AppState<S>, path: &Path, overrides: &Overrides)
     next.redis_pool_size = current.redis_pool_size;
     next.key_prefix = current.key_prefix.clone();
     let policies = next.policies.len();
+    let rls_domains = next.rls.config.domains.len();
     state.config.store(Arc::new(next));
-    info!(policies, file = %path.display(), "configuration reloaded");
+    let file = path.map(|p| p.display().to_string()).unwrap_or_default();
+    info!(policies, rls_domains, file, "configuration reloaded");
     true
 }
 
-/// Watches `path` (polling) and SIGHUP until the process ends.
-pub fn spawn<S: Store>(state: Arc<AppState<S>>, path: PathBuf, overrides: Overrides) {
+/// The stamp of the configuration `state` runs with.
+fn current_stamp<S: Store>(state: &AppState<S>, path: Option<&Path>) -> Stamp {
+    let rls = state.config.load().rls.path.clone();
+    stamp(path, rls.as_deref())
+}
+
+/// Watches the configuration file at `path` and the rate limit files (polling) and SIGHUP
+/// until the process ends.
+pub fn spawn<S: Store>(state: Arc<AppState<S>>, path: Option<PathBuf>, overrides: Overrides) {
     tokio::spawn(async move {
-        let mut seen = stamp(&path);
+        let path = path.as_deref();
+        let mut seen = current_stamp(&state, path);
         #[cfg(unix)]
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -89,14 +129,16 @@ pub fn spawn<S: Store>(state: Arc<AppState<S>>, path: PathBuf, overrides: Overri
             tokio::select! {
                 () = hangup => {
                     info!("SIGHUP: reloading the configuration");
-                    seen = stamp(&path);
-                    reload(&state, &path, &overrides);
+                    reload(&state, path, &overrides);
+                    seen = current_stamp(&state, path);
                 }
                 _ = tick.tick() => {
-                    let now = stamp(&path);
-                    if now.is_some() && now != seen {
-                        seen = now;
-                        reload(&state, &path, &overrides);
+                    let now = current_stamp(&state, path);
+                    let readable = path.is_none() || now.0.is_some();
+                    if readable && now != seen {
+                        reload(&state, path, &overrides);
+                        // The reloaded file may name other rate limit files.
+                        seen = current_stamp(&state, path);
                     }
                 }
             }

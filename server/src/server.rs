@@ -1,7 +1,9 @@
-//! Transport: puts the services, health and reflection on a listener and serves until the
+//! Transport: puts the services (floodgate.v1 and Envoy's RateLimitService), health and
+//! reflection on a listener and serves until the
 //! shutdown future resolves, then drains in-flight calls.
 use std::{future::Future, sync::Arc};
 
+use floodgate_proto::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 use floodgate_proto::v1::{
     admin_server::AdminServer, circuit_breakers_server::CircuitBreakersServer,
     dead_letters_server::DeadLettersServer, rate_limiter_server::RateLimiterServer,
@@ -10,6 +12,7 @@ use tokio::net::TcpListener;
 use tonic::transport::{Server, server::TcpIncoming};
 
 use crate::{
+    rls::service::RlsService,
     service::{
         admin::AdminService, circuit_breakers::CircuitBreakersService,
         dead_letters::DeadLettersService, rate_limiter::RateLimiterService, state::AppState,
@@ -28,6 +31,9 @@ pub async fn run<S: Store>(
         .set_serving::<RateLimiterServer<RateLimiterService<S>>>()
         .await;
     health.set_serving::<AdminServer<AdminService<S>>>().await;
+    health
+        .set_serving::<RateLimitServiceServer<RlsService<S>>>()
+        .await;
     health
         .set_serving::<DeadLettersServer<DeadLettersService<S>>>()
         .await;
@@ -58,6 +64,8 @@ pub async fn run<S: Store>(
                 .max_decoding_message_size(5 * 1024 * 1024),
         )
         .add_service(AdminServer::new(AdminService::new(state.clone())))
+        // Envoy's global rate limiting, on the same port.
+        .add_service(RateLimitServiceServer::new(RlsService::new(state.clone())))
         // TCP_NODELAY: an answer is one small frame; Nagle plus delayed ACKs would hold it
         // back for ~40 ms.
         .serve_with_incoming_shutdown(

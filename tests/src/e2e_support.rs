@@ -182,3 +182,28 @@ pub fn code_of(e: &floodgate_client::Error) -> tonic::Code {
         _ => tonic::Code::Unknown,
     }
 }
+
+/// Runs each scenario (an async fn taking the servers' URLs) against `$n` servers on one
+/// Redis (test `<name>::redis_fleet`) and against one memory-store server
+/// (`<name>::memory`), all started with `$config`. The calling file imports
+/// [`Fleet`].
+#[macro_export]
+macro_rules! on_both_stores {
+    ($n:expr, $config:expr => $($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis_fleet() {
+                let fleet = Fleet::on_redis($n, $config).await;
+                super::$scenario(&fleet.urls()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn memory() {
+                let fleet = Fleet::in_memory($config).await;
+                super::$scenario(&fleet.urls()).await;
+            }
+        }
+    )*};
+}

@@ -8,6 +8,7 @@
 //! - `tests/`: the scenarios (conformance of Lua against `core`, end to end, Python client).
 
 pub mod conformance_support;
+pub mod dlq_support;
 pub mod e2e_support;
 pub mod redis;
 pub mod server;

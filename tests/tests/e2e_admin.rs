@@ -6,7 +6,7 @@ use floodgate_client::Client;
 use floodgate_client::proto::v1::{
     self as pb, admin_client::AdminClient, circuit_breakers_client::CircuitBreakersClient,
 };
-use floodgate_tests::{e2e_support::Fleet, unique_namespace};
+use floodgate_tests::{e2e_support::Fleet, on_both_stores, unique_namespace};
 use tonic::transport::Channel;
 
 const CONFIG: &str = r#"
@@ -155,27 +155,8 @@ async fn server_status(urls: &[String]) {
     assert_eq!(s.breakers.len(), 1);
 }
 
-macro_rules! on_both_stores {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redis_fleet() {
-                let fleet = Fleet::on_redis(2, CONFIG).await;
-                super::$scenario(&fleet.urls()).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn memory() {
-                let fleet = Fleet::in_memory(CONFIG).await;
-                super::$scenario(&fleet.urls()).await;
-            }
-        }
-    )*};
-}
-
-on_both_stores!(top_keys_across_the_fleet, server_status);
+on_both_stores!(2, CONFIG =>
+    top_keys_across_the_fleet, server_status);
 
 /// `floodgate status` and `floodgate top` through the real binary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,6 +24,7 @@ use floodgate_tests::{
         Fleet, acquire_spread, admitted, assert_not_degraded, clients, code_of,
         period_away_from_edge, untouched_status,
     },
+    on_both_stores,
     server::{ServerOptions, TestServer},
     unique_namespace,
 };
@@ -60,28 +61,6 @@ algorithm = "token_bucket"
 limit = 3
 period = "1h"
 "#;
-
-/// Runs each scenario against `$n` servers on one Redis (`<name>::redis_fleet`) and one
-/// memory-store server (`<name>::memory`), all started with `$config`.
-macro_rules! on_both_stores {
-    ($n:expr, $config:expr => $($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redis_fleet() {
-                let fleet = Fleet::on_redis($n, $config).await;
-                super::$scenario(&fleet.urls()).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn memory() {
-                let fleet = Fleet::in_memory($config).await;
-                super::$scenario(&fleet.urls()).await;
-            }
-        }
-    )*};
-}
 
 on_both_stores!(3, CONFIG =>
     exact_all_or_nothing,

@@ -1,7 +1,8 @@
 //! End to end: the client crate's breaker handle against real servers on one Redis. A
 //! flaky fake dependency sits behind `call`: the breaker opens, calls stop reaching the
 //! dependency, and after the wait trial calls close it again; outcomes travel in a few
-//! batched Report calls; a cancelled trial call hands its permit back.
+//! batched Report calls; a cancelled trial call, and an abandoned admission, hand their
+//! permits back; shutdown delivers the last outcomes.
 use std::{
     sync::{
         Arc,
@@ -206,4 +207,106 @@ async fn a_cancelled_trial_call_hands_its_permit_back() {
     }
     assert_eq!(admitted, 2);
     assert!(started.elapsed() < Duration::from_secs(4));
+}
+
+/// Polls `Get` (flushing first) until `done` holds, within `within`.
+async fn until_info(
+    client: &Client,
+    ns: &str,
+    within: Duration,
+    done: impl Fn(&pb::BreakerInfo) -> bool,
+) -> pb::BreakerInfo {
+    let deadline = Instant::now() + within;
+    loop {
+        client.flush().await;
+        let info = client.breaker_info(ns, "flaky").await.unwrap();
+        if done(&info) {
+            return info;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not reached in {within:?}: {info:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_admission_hands_a_won_permit_back() {
+    let fleet = Fleet::on_redis(1, CONFIG).await;
+    let client = Client::connect(&fleet.urls()[0]).await.expect("client");
+    let ns = unique_namespace("cb");
+    client
+        .set_breaker_state(&ns, "flaky", pb::BreakerState::HalfOpen)
+        .await
+        .unwrap();
+    // An admission deadline too short for any answer: the Acquire is abandoned in flight
+    // (or, if the server is that quick, the call runs and is ignored). Either way, the
+    // permits come back well before the 5 s half_open_max_wait.
+    let impatient = client
+        .breaker(&ns, "flaky")
+        .admission_timeout(Duration::from_nanos(1));
+    let mut never_ran = 0;
+    for _ in 0..2 {
+        let r = impatient
+            .call_classified(async { Ok::<_, std::io::Error>(()) }, |_| Outcome::Ignore)
+            .await;
+        match r {
+            Err(CallError::Floodgate(_)) => never_ran += 1,
+            Ok(()) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    println!("{never_ran} of 2 admissions abandoned in flight");
+    let started = Instant::now();
+    let info = until_info(&client, &ns, Duration::from_secs(4), |i| {
+        i.trial_permits_in_flight == 0
+    })
+    .await;
+    assert_eq!(info.state, pb::BreakerState::HalfOpen as i32);
+    assert!(started.elapsed() < Duration::from_secs(4));
+    // Both permits are free again: two trial calls get in.
+    let patient = client.breaker(&ns, "flaky").without_cache();
+    for _ in 0..2 {
+        patient
+            .call(async { Ok::<_, std::io::Error>(()) })
+            .await
+            .expect("a trial call is admitted");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_delivers_the_last_outcomes_and_the_client_still_works() {
+    let fleet = Fleet::on_redis(1, CONFIG).await;
+    let client = Client::connect(&fleet.urls()[0]).await.expect("client");
+    let ns = unique_namespace("cb");
+    let breaker = client.breaker(&ns, "flaky");
+    for i in 0..4u32 {
+        let r = breaker
+            .call(async move {
+                if i % 2 == 0 {
+                    Ok(i)
+                } else {
+                    Err(std::io::Error::other("down"))
+                }
+            })
+            .await;
+        assert_eq!(r.is_ok(), i % 2 == 0);
+    }
+    // No wait for the 100 ms tick: shutdown sends what is pending.
+    client.shutdown().await;
+    let info = client.breaker_info(&ns, "flaky").await.unwrap();
+    assert_eq!((info.calls, info.failures), (4, 2), "{info:?}");
+    // After shutdown the handle asks every time, and flush still sends.
+    assert_eq!(
+        breaker
+            .call(async { Ok::<_, std::io::Error>(9) })
+            .await
+            .unwrap(),
+        9
+    );
+    client.flush().await;
+    let info = client.breaker_info(&ns, "flaky").await.unwrap();
+    assert_eq!(info.calls, 5);
+    assert_eq!(client.reporter().dropped(), 0);
 }

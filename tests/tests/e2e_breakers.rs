@@ -12,7 +12,7 @@ use floodgate_client::proto::v1::{
     self as pb, circuit_breakers_client::CircuitBreakersClient,
     rate_limiter_client::RateLimiterClient,
 };
-use floodgate_tests::{e2e_support::Fleet, unique_namespace};
+use floodgate_tests::{e2e_support::Fleet, on_both_stores, unique_namespace};
 use futures::StreamExt;
 use tonic::transport::Channel;
 
@@ -437,28 +437,8 @@ async fn refuses_bad_input(urls: &[String]) {
     );
 }
 
-macro_rules! on_both_stores {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redis_fleet() {
-                let fleet = Fleet::on_redis(3, CONFIG).await;
-                super::$scenario(&fleet.urls()).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn memory() {
-                let fleet = Fleet::in_memory(CONFIG).await;
-                super::$scenario(&fleet.urls()).await;
-            }
-        }
-    )*};
-}
-
-on_both_stores!(
-    exact_lifecycle,
+on_both_stores!(3, CONFIG =>
+        exact_lifecycle,
     exact_all_or_nothing,
     watch_across_servers,
     refuses_bad_input

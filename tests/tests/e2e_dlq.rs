@@ -15,6 +15,7 @@ use floodgate_server::{
 };
 use floodgate_tests::{
     e2e_support::Fleet,
+    on_both_stores,
     redis::TestRedis,
     server::{ServerOptions, TestServer},
     unique_namespace,
@@ -304,28 +305,8 @@ async fn trimming_archive_restore(urls: &[String]) {
     assert_eq!(stats(&mut c, &ns, "small").await.count, 0);
 }
 
-macro_rules! on_both_stores {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redis_fleet() {
-                let fleet = Fleet::on_redis(2, CONFIG).await;
-                super::$scenario(&fleet.urls()).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn memory() {
-                let fleet = Fleet::in_memory(CONFIG).await;
-                super::$scenario(&fleet.urls()).await;
-            }
-        }
-    )*};
-}
-
-on_both_stores!(
-    exact_idempotent_publishes,
+on_both_stores!(2, CONFIG =>
+        exact_idempotent_publishes,
     payloads_byte_for_byte,
     paging_both_orders,
     trimming_archive_restore

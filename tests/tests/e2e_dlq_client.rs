@@ -468,3 +468,89 @@ async fn publish_retries_with_the_same_key_until_a_replica_confirms() {
     assert!(again.duplicate);
     assert_eq!(q.stats().await.unwrap().count, 2);
 }
+
+/// Publish with a key through both servers, list, and two consumers (one per server) with one
+/// failing first try: every entry handled once, the nacked one redelivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_publish_list_and_consume() {
+    use futures::StreamExt;
+    const CONFIG: &str = "[queues.orders]\nvisibility_timeout = \"2s\"\n";
+    let fleet = Fleet::on_redis(2, CONFIG).await;
+    let urls = fleet.urls();
+    let ns = unique_namespace("dlqc");
+    let a = Client::connect(&urls[0])
+        .await
+        .unwrap()
+        .dead_letters(&ns, "orders");
+    let b = Client::connect(&urls[1])
+        .await
+        .unwrap()
+        .dead_letters(&ns, "orders");
+
+    let first = a
+        .publish(Message::new(b"x".to_vec()).reason("r").idempotency_key("k"))
+        .await
+        .unwrap();
+    let again = b
+        .publish(Message::new(b"x".to_vec()).reason("r").idempotency_key("k"))
+        .await
+        .unwrap();
+    assert!(!first.duplicate && again.duplicate);
+    assert_eq!(first.id, again.id);
+    for i in 0..59u32 {
+        a.publish(
+            Message::new(i.to_be_bytes().to_vec()).reason(if i % 2 == 0 { "even" } else { "odd" }),
+        )
+        .await
+        .unwrap();
+    }
+    let all: Vec<_> = a.list(Filter::all()).collect().await;
+    let ids: Vec<String> = all.into_iter().map(|r| r.unwrap().id).collect();
+    let distinct: HashSet<&String> = ids.iter().collect();
+    assert_eq!((ids.len(), distinct.len()), (60, 60));
+
+    // Two consumers, one per server; the entry with payload [0,0,0,3] fails once.
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let failed_once = Arc::new(Mutex::new(false));
+    let run = |q: floodgate_client::DeadLetterQueue, name: &'static str| {
+        let seen = seen.clone();
+        let failed_once = failed_once.clone();
+        async move {
+            q.consumer(name)
+                .batch_size(5)
+                .idle_backoff(Duration::from_millis(20), Duration::from_millis(100))
+                .run(
+                    move |d| {
+                        let seen = seen.clone();
+                        let failed_once = failed_once.clone();
+                        async move {
+                            if d.payload == [0, 0, 0, 3]
+                                && !std::mem::replace(&mut *failed_once.lock().unwrap(), true)
+                            {
+                                return Err("first try fails");
+                            }
+                            seen.lock().unwrap().push((d.id.clone(), d.delivery_count));
+                            Ok(())
+                        }
+                    },
+                    tokio::time::sleep(Duration::from_secs(3)),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let (ra, rb) = tokio::join!(run(a.clone(), "a"), run(b.clone(), "b"));
+    let seen = seen.lock().unwrap().clone();
+    let handled: HashSet<&String> = seen.iter().map(|(id, _)| id).collect();
+    assert_eq!(
+        (seen.len(), handled.len()),
+        (60, 60),
+        "every entry handled exactly once"
+    );
+    assert_eq!(ra.nacked + rb.nacked, 1);
+    assert!(
+        seen.iter().any(|(_, dc)| *dc == 2),
+        "the nacked entry came back"
+    );
+    assert_eq!(a.stats().await.unwrap().count, 0);
+}

@@ -20,7 +20,7 @@ use floodgate_tests::{
         Fleet, acquire_spread, admitted, assert_not_degraded, clients, code_of,
         period_away_from_edge, untouched_status,
     },
-    unique_namespace,
+    on_both_stores, unique_namespace,
 };
 
 /// Concurrent Acquires per scenario.
@@ -31,30 +31,8 @@ const SECOND: Duration = Duration::from_secs(1);
 /// Configuration of every server in this file (inline policies only).
 const CONFIG: &str = "inline_policies = true\n";
 
-/// Runs each named scenario against both stores: `<name>::redis_fleet` (three servers on
-/// one Redis) and `<name>::memory` (one memory-store server).
-macro_rules! on_both_stores {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redis_fleet() {
-                let fleet = Fleet::on_redis(3, CONFIG).await;
-                super::$scenario(&fleet.urls()).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn memory() {
-                let fleet = Fleet::in_memory(CONFIG).await;
-                super::$scenario(&fleet.urls()).await;
-            }
-        }
-    )*};
-}
-
-on_both_stores!(
-    exact_token_bucket,
+on_both_stores!(3, CONFIG =>
+        exact_token_bucket,
     exact_fixed_window,
     exact_sliding_log,
     exact_sliding_window_within_bound,

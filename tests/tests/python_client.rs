@@ -1,13 +1,19 @@
-//! An independent client in another language: `tests/python/test_rate_limiter.py`,
-//! `tests/python/test_breakers.py` and `tests/python/test_dead_letters.py` (Python grpcio, stubs compiled from `proto/` at run
-//! time), each against a server on Redis and one on memory. Missing Python packages fail
+//! Independent clients in another language, each against a server on Redis and one on
+//! memory: `tests/python/test_rate_limiter.py`, `tests/python/test_breakers.py` and
+//! `tests/python/test_dead_letters.py` (Python grpcio, stubs compiled from `proto/` at run
+//! time), and `tests/python/test_rls.py`
+//! (Envoy's `ShouldRateLimit` through PyPI's `xds-protos`, generated from envoyproxy's
+//! data-plane-api, against the rate limit files of `tests/fixtures/rls/`). Missing Python packages fail
 //! the test with the command that installs them; it never skips.
 use std::{
     path::{Path, PathBuf},
     process::Command,
 };
 
-use floodgate_tests::{redis::TestRedis, server::TestServer};
+use floodgate_tests::{
+    redis::TestRedis,
+    server::{ServerOptions, TestServer},
+};
 
 /// The script expects a configured policy `api`: a token bucket of 3 per hour.
 const CONFIG: &str = "inline_policies = true\n\n[policies.api]\nalgorithm = \"token_bucket\"\nlimit = 3\nperiod = \"1h\"\n";
@@ -51,7 +57,7 @@ fn require_python_grpc() {
     let out = Command::new("python3")
         .args([
             "-c",
-            "import grpc, grpc_tools, grpc_health, grpc_reflection",
+            "import grpc, grpc_tools, grpc_health, grpc_reflection, envoy.service.ratelimit.v3.rls_pb2",
         ])
         .output();
     let problem = match &out {
@@ -60,12 +66,15 @@ fn require_python_grpc() {
         Ok(_) => return,
     };
     panic!(
-        "the Python client test needs python3 with grpcio and grpcio-tools: run \
-         `pip install grpcio grpcio-tools grpcio-health-checking grpcio-reflection` \
+        "the Python client test needs python3 with grpcio, grpcio-tools and xds-protos: run \
+         `pip install grpcio grpcio-tools grpcio-health-checking grpcio-reflection xds-protos` \
          (or `python3 -m pip install -r tests/python/requirements.txt`; scripts/test does it)\n\
          {problem}"
     );
 }
+
+/// The Envoy RLS script, relative to the workspace root.
+const RLS_SCRIPT: &str = "tests/python/test_rls.py";
 
 fn run_against(server: &TestServer, store: &str, script: &str) {
     let target = server.url().trim_start_matches("http://").to_owned();
@@ -127,6 +136,36 @@ async fn python_grpcio_breakers_against_memory() {
     require_python_grpc();
     let server = TestServer::in_memory(BREAKER_CONFIG);
     tokio::task::spawn_blocking(move || run_against(&server, "memory", BREAKER_SCRIPT))
+        .await
+        .unwrap();
+}
+
+/// A server reading `tests/fixtures/rls/` with the default RLS settings.
+fn rls_server(redis_url: Option<&str>) -> TestServer {
+    let fixtures = workspace_root().join("tests/fixtures/rls");
+    TestServer::start(ServerOptions {
+        redis_url: redis_url.map(str::to_owned),
+        extra_args: vec!["--rls-config".into(), fixtures.display().to_string()],
+        ..Default::default()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_envoy_rls_client_against_redis() {
+    require_python_grpc();
+    let redis = TestRedis::start().await;
+    let server = rls_server(Some(redis.url()));
+    tokio::task::spawn_blocking(move || run_against(&server, "Redis", RLS_SCRIPT))
+        .await
+        .unwrap();
+    drop(redis);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_envoy_rls_client_against_memory() {
+    require_python_grpc();
+    let server = rls_server(None);
+    tokio::task::spawn_blocking(move || run_against(&server, "memory", RLS_SCRIPT))
         .await
         .unwrap();
 }

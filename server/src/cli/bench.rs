@@ -1,6 +1,6 @@
 //! `floodgate bench`: a closed-loop load generator over the public gRPC API. Each task
-//! sends one Acquire, waits for the answer, and sends the next, on a random key, until
-//! the time is up; then it reports Acquire/s, latency percentiles, and (given the server's
+//! sends one Acquire (or, with `--api rls`, one Envoy `ShouldRateLimit`), waits for the
+//! answer, and sends the next, on a random key, until the time is up; then it reports Acquire/s, latency percentiles, and (given the server's
 //! pid) the server's CPU time per Acquire.
 use std::{
     io::{IsTerminal, Write},
@@ -14,7 +14,16 @@ use std::{
 
 use anyhow::Context;
 use floodgate_client::{Client, Error};
-use floodgate_proto::v1::{self as pb, limit_check, rate_limiter_client::RateLimiterClient};
+use floodgate_proto::{
+    envoy::{
+        extensions::common::ratelimit::v3::{RateLimitDescriptor, rate_limit_descriptor::Entry},
+        service::ratelimit::v3::{
+            RateLimitRequest, rate_limit_response::Code,
+            rate_limit_service_client::RateLimitServiceClient,
+        },
+    },
+    v1::{self as pb, limit_check, rate_limiter_client::RateLimiterClient},
+};
 use hdrhistogram::Histogram;
 use serde_json::json;
 use tokio::time::Instant;
@@ -34,12 +43,22 @@ released right after each admitted Acquire (the Release is not timed). Answers t
 decided without its store (degraded: a store deadline passed and a fail mode answered) are
 counted apart: a run with many of them did not measure the store.
 
+With --api rls each task calls Envoy's ShouldRateLimit instead: domain --namespace, one
+descriptor [(\"key\", \"bench:N\")]. The server needs a rate limit file for it, e.g.
+  domain: bench
+  descriptors:
+    - key: key
+      metadata: {floodgate: {algorithm: token_bucket}}
+      rate_limit: {unit: second, requests_per_unit: 1000}
+(`floodgate serve --rls-config bench.yaml`); figures are then ShouldRateLimit/s.
+
 Exit status: 0 when every request succeeded (allowed or denied), 1 when any failed.
 
 Examples:
   floodgate bench --duration 3s
   floodgate bench --concurrency 16 --algorithm sliding_log --limit 100/s --json
-  floodgate bench --server-pid $(pgrep -n floodgate)")]
+  floodgate bench --server-pid $(pgrep -n floodgate)
+  floodgate bench --api rls --namespace bench --duration 5s")]
 pub struct BenchArgs {
     #[command(flatten)]
     server: ServerArgs,
@@ -72,6 +91,9 @@ pub struct BenchArgs {
     /// Token bucket capacity [default: the limit's count].
     #[arg(long)]
     burst: Option<u64>,
+    /// Which RPC to drive: floodgate's Acquire, or Envoy's ShouldRateLimit (`rls`).
+    #[arg(long, value_enum, default_value = "acquire")]
+    api: Api,
     /// Use a configured policy instead of an inline one.
     #[arg(long, value_name = "NAME", conflicts_with_all = ["algorithm", "limit", "burst"])]
     policy: Option<String>,
@@ -84,6 +106,73 @@ pub struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+}
+
+/// The RPC a bench drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Api {
+    /// `floodgate.v1.RateLimiter/Acquire`.
+    Acquire,
+    /// `envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`.
+    Rls,
+}
+
+/// One ShouldRateLimit of the bench: domain `domain`, descriptor `[("key", key)]`.
+fn rls_request(domain: &str, key: String) -> RateLimitRequest {
+    RateLimitRequest {
+        domain: domain.to_owned(),
+        descriptors: vec![RateLimitDescriptor {
+            entries: vec![Entry {
+                key: "key".into(),
+                value: key,
+            }],
+            ..Default::default()
+        }],
+        hits_addend: 1,
+    }
+}
+
+/// One closed-loop ShouldRateLimit task: returns its latency histogram (microseconds).
+async fn rls_task(
+    mut rls: RateLimitServiceClient<Channel>,
+    plan: Arc<Plan>,
+    counters: Arc<Counters>,
+    seed: u64,
+) -> Histogram<u64> {
+    let mut hist = new_histogram();
+    let mut rng = XorShift::new(seed);
+    while !counters.stop.load(Ordering::Relaxed) {
+        let request = rls_request(&plan.namespace, format!("bench:{}", rng.below(plan.keys)));
+        let t0 = Instant::now();
+        let answer = tokio::time::timeout(plan.timeout, rls.should_rate_limit(request)).await;
+        let t1 = Instant::now();
+        if counters.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        if t0 < plan.measure_start {
+            continue;
+        }
+        match answer {
+            Ok(Ok(r)) if r.get_ref().overall_code == Code::Ok as i32 => {
+                counters.allowed.fetch_add(1, Ordering::Relaxed)
+            }
+            Ok(Ok(_)) => counters.denied.fetch_add(1, Ordering::Relaxed),
+            Ok(Err(status)) => {
+                let _ = counters.first_error.set(error_text(status.into()));
+                counters.errors.fetch_add(1, Ordering::Relaxed)
+            }
+            Err(_) => {
+                let _ = counters.first_error.set(format!(
+                    "no answer within {} (--timeout)",
+                    human_duration(plan.timeout)
+                ));
+                counters.errors.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+        let us = u64::try_from((t1 - t0).as_micros()).unwrap_or(u64::MAX);
+        hist.saturating_record(us.max(1));
+    }
+    hist
 }
 
 /// Longest `--duration` or `--warmup`: far beyond any useful run, and far below the point
@@ -353,6 +442,12 @@ fn plan_policy(args: &BenchArgs) -> anyhow::Result<(limit_check::Policy, String,
 /// Runs `floodgate bench`.
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let (policy, description, release) = plan_policy(&args)?;
+    let description = match args.api {
+        Api::Acquire => description,
+        Api::Rls => "ShouldRateLimit of the descriptor [(\"key\", \"bench:N\")] \
+                     (its limit from the server's rate limit file)"
+            .to_owned(),
+    };
     if let Some(pid) = args.server_pid {
         cpu_ticks(&pid.to_string()).with_context(|| {
             format!("--server-pid {pid}: no such process on this machine (or /proc is missing)")
@@ -364,6 +459,29 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     // Connect every channel first, then one Acquire, so a wrong flag fails at once.
     let clients =
         futures::future::try_join_all((0..connections).map(|_| args.server.connect())).await?;
+    if args.api == Api::Rls {
+        let mut probe = RateLimitServiceClient::new(clients[0].channel().clone());
+        let request = rls_request(&args.namespace, "bench:0".into());
+        match tokio::time::timeout(args.server.timeout, probe.should_rate_limit(request)).await {
+            Ok(Ok(r))
+                if r.get_ref()
+                    .statuses
+                    .first()
+                    .is_some_and(|s| s.current_limit.is_some()) => {}
+            Ok(Ok(_)) => anyhow::bail!(
+                "{url}: domain {:?} has no limit for the descriptor [(\"key\", \"bench:0\")]; \
+                 give the server a rate limit file with `domain: {}` and a descriptor `key: key` \
+                 (see `floodgate bench --help`)",
+                args.namespace,
+                args.namespace
+            ),
+            Ok(Err(status)) => return Err(explain(&url, &status.into(), BENCH_FLAGS)),
+            Err(_) => anyhow::bail!(
+                "{url} did not answer a first ShouldRateLimit within {}",
+                human_duration(args.server.timeout)
+            ),
+        }
+    }
     let mut probe = clients[0].rate_limiter();
     let probe_request = pb::AcquireRequest {
         namespace: args.namespace.clone(),
@@ -374,8 +492,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }],
         ..Default::default()
     };
-    match tokio::time::timeout(args.server.timeout, probe.acquire(probe_request.clone())).await {
-        Ok(Ok(r)) => {
+    let probe_acquire = async {
+        if args.api == Api::Rls {
+            return None; // probed above
+        }
+        Some(tokio::time::timeout(args.server.timeout, probe.acquire(probe_request.clone())).await)
+    };
+    match probe_acquire.await {
+        None => {}
+        Some(Ok(Ok(r))) => {
             if let Some(c) = r.into_inner().checks.first()
                 && !c.lease_id.is_empty()
             {
@@ -388,8 +513,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                     .await;
             }
         }
-        Ok(Err(status)) => return Err(explain(&url, &status.into(), BENCH_FLAGS)),
-        Err(_) => anyhow::bail!(
+        Some(Ok(Err(status))) => return Err(explain(&url, &status.into(), BENCH_FLAGS)),
+        Some(Err(_)) => anyhow::bail!(
             "{url} did not answer a first Acquire within {}\nhint: is the server overloaded? \
              raise --timeout",
             human_duration(args.server.timeout)
@@ -426,12 +551,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let tasks: Vec<_> = (0..args.concurrency)
         .map(|i| {
             let client: &Client = &clients[(i % connections) as usize];
-            tokio::spawn(task(
-                client.rate_limiter(),
-                plan.clone(),
-                counters.clone(),
-                seed_base ^ i.wrapping_mul(0x9E37_79B9),
-            ))
+            let seed = seed_base ^ i.wrapping_mul(0x9E37_79B9);
+            match args.api {
+                Api::Acquire => tokio::spawn(task(
+                    client.rate_limiter(),
+                    plan.clone(),
+                    counters.clone(),
+                    seed,
+                )),
+                Api::Rls => tokio::spawn(rls_task(
+                    RateLimitServiceClient::new(client.channel().clone()),
+                    plan.clone(),
+                    counters.clone(),
+                    seed,
+                )),
+            }
         })
         .collect();
 
@@ -520,7 +654,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         println!("{}", report.json(&args, &url, connections, &description));
     } else {
-        print!("{}", report.text(args.server_pid));
+        let text = report.text(args.server_pid);
+        match args.api {
+            Api::Acquire => print!("{text}"),
+            // The same figures, named for the RPC measured.
+            Api::Rls => print!("{}", text.replace("Acquire", "call")),
+        }
     }
     if report.errors > 0 {
         eprintln!(
@@ -645,6 +784,7 @@ impl Report {
         let [p50, p90, p99, p999, max, mean] = self.latency_us;
         json!({
             "server": url,
+            "api": match args.api { Api::Acquire => "acquire", Api::Rls => "rls" },
             "policy": description,
             "namespace": args.namespace,
             "keys": args.keys,

@@ -41,6 +41,10 @@ pub struct ServeArgs {
     /// Configuration file (TOML).
     #[arg(long, env = "FLOODGATE_CONFIG")]
     pub config: Option<PathBuf>,
+    /// envoyproxy/ratelimit YAML file, or a folder of them, for Envoy's ShouldRateLimit
+    /// (overrides `rls_config` of the configuration file).
+    #[arg(long, env = "FLOODGATE_RLS_CONFIG")]
+    pub rls_config: Option<PathBuf>,
     /// Deadline of every store call, e.g. "50ms" [default: 50ms].
     #[arg(long, env = "FLOODGATE_STORE_TIMEOUT", value_parser = humantime::parse_duration)]
     pub store_timeout: Option<Duration>,
@@ -250,7 +254,7 @@ fn spawn_schema_watch(store: RedisStore, schema: Schema, auto_migrate: bool) {
 async fn serve_with<S: Store>(
     store: S,
     config: Config,
-    watch: Option<(PathBuf, Overrides)>,
+    watch: Option<(Option<PathBuf>, Overrides)>,
 ) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.listen).await.with_context(|| {
         format!(
@@ -269,6 +273,14 @@ async fn serve_with<S: Store>(
     let addr = listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
     info!(store = %store.describe(), policies = config.policies.len(), "gRPC listening on {addr}");
+    if let Some(p) = &config.rls.path {
+        info!(
+            rls_config = %p.display(),
+            domains = config.rls.config.domains.len(),
+            files = config.rls.config.files.len(),
+            "Envoy RateLimitService: rate limit configuration loaded"
+        );
+    }
     info!("HTTP listening on {http_addr} (/metrics, /healthz, /readyz)");
     let metrics = crate::metrics::install();
     if let Some(handle) = &metrics {
@@ -310,9 +322,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         http_listen: args.http_listen,
         store_timeout: args.store_timeout,
         redis_connection: args.redis_connection,
+        rls_config: args.rls_config,
     };
     let config = Config::load(args.config.as_deref(), overrides.clone())?;
-    let watch = args.config.clone().map(|p| (p, overrides));
+    // Reloaded when the TOML file or the rate limit files change (or on SIGHUP).
+    let watch = (args.config.is_some() || config.rls.path.is_some())
+        .then(|| (args.config.clone(), overrides));
     match config.redis_url.clone() {
         Some(url) => {
             let shown = crate::store::redis::redact(&url);

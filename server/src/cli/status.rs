@@ -126,6 +126,8 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 "inline_policies": s.inline_policies,
                 "policies": policies,
                 "breakers": breakers,
+                "rls_config": s.rls_config,
+                "rls_domains": s.rls_domains,
                 "queues": s.queues.iter().map(|q| json!({
                     "namespace": q.namespace,
                     "queue": q.queue,
@@ -203,6 +205,17 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         } else {
             println!("  {}", b.breaker);
         }
+    }
+    if s.rls_config.is_empty() {
+        println!("envoy rls   no rate limit files (--rls-config)");
+    } else {
+        println!(
+            "envoy rls   {} domain{} from {}: {}",
+            s.rls_domains.len(),
+            if s.rls_domains.len() == 1 { "" } else { "s" },
+            s.rls_config,
+            s.rls_domains.join(", ")
+        );
     }
     println!("queues ({})", s.queues.len());
     for q in &s.queues {

@@ -188,6 +188,17 @@ impl<S: Store> Admin for AdminService<S> {
                 store_ready,
                 inline_policies: config.inline_policies,
                 queues,
+                rls_config: config
+                    .rls
+                    .path
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                rls_domains: {
+                    let mut d: Vec<String> = config.rls.config.domains.keys().cloned().collect();
+                    d.sort();
+                    d
+                },
             }))
         })
         .await
