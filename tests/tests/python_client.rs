@@ -1,6 +1,7 @@
 //! Independent clients in another language, each against a server on Redis and one on
-//! memory: `tests/python/test_rate_limiter.py` and `tests/python/test_breakers.py` (Python
-//! grpcio, stubs compiled from `proto/` at run time), and `tests/python/test_rls.py`
+//! memory: `tests/python/test_rate_limiter.py`, `tests/python/test_breakers.py` and
+//! `tests/python/test_dead_letters.py` (Python grpcio, stubs compiled from `proto/` at run
+//! time), and `tests/python/test_rls.py`
 //! (Envoy's `ShouldRateLimit` through PyPI's `xds-protos`, generated from envoyproxy's
 //! data-plane-api, against the rate limit files of `tests/fixtures/rls/`). Missing Python packages fail
 //! the test with the command that installs them; it never skips.
@@ -36,6 +37,13 @@ half_open_max_wait = "2s"
 
 /// The breaker script, relative to the workspace root.
 const BREAKER_SCRIPT: &str = "tests/python/test_breakers.py";
+
+/// The dead-letter script expects queue `orders` with the default limits (1 MiB payloads)
+/// and no `[queues.default]` template, so other names are NOT_FOUND.
+const DLQ_CONFIG: &str = "[queues.orders]\nretention = \"1d\"\n";
+
+/// The dead-letter script, relative to the workspace root.
+const DLQ_SCRIPT: &str = "tests/python/test_dead_letters.py";
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -158,6 +166,26 @@ async fn python_envoy_rls_client_against_memory() {
     require_python_grpc();
     let server = rls_server(None);
     tokio::task::spawn_blocking(move || run_against(&server, "memory", RLS_SCRIPT))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_grpcio_dead_letters_against_redis() {
+    require_python_grpc();
+    let redis = TestRedis::start().await;
+    let server = TestServer::on_redis(redis.url(), DLQ_CONFIG);
+    tokio::task::spawn_blocking(move || run_against(&server, "Redis", DLQ_SCRIPT))
+        .await
+        .unwrap();
+    drop(redis);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_grpcio_dead_letters_against_memory() {
+    require_python_grpc();
+    let server = TestServer::in_memory(DLQ_CONFIG);
+    tokio::task::spawn_blocking(move || run_against(&server, "memory", DLQ_SCRIPT))
         .await
         .unwrap();
 }

@@ -7,6 +7,8 @@
 //! - [`breaker`]: inspect (`list`, `get`, `history`) or override (`force-open`, `disable`,
 //!   `metrics-only`, `reset`) shared circuit breakers.
 //! - [`status`]: `status` (what a server runs) and `top` (the keys denied most).
+//! - [`dlq`]: dead-letter queues: `stats`, `list`, `show`, `replay`, `redrive`, `archive`,
+//!   `restore`, `purge`.
 //! - [`migrate`]: bring a Redis's floodgate schema up to this binary's (`migrations/`).
 //! - [`policy_args`]: the policy flags (`--policy`, `--limit 10/s`, ...) and their parser.
 //! - [`common`]: `--server`, connecting, error messages with hints, durations for people.
@@ -18,6 +20,7 @@ pub mod acquire;
 pub mod bench;
 pub mod breaker;
 pub mod common;
+pub mod dlq;
 pub mod limit;
 pub mod migrate;
 pub mod policy_args;
@@ -52,6 +55,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Print the keys a namespace's limits denied most in the last minutes.
     Top(status::TopArgs),
+    /// Inspect, replay, redrive, archive or purge dead-letter queues.
+    Dlq(dlq::DlqArgs),
 }
 
 /// Parses the process arguments and runs the subcommand; errors print as `error: …`.
@@ -84,6 +89,7 @@ pub fn main() -> ExitCode {
             Command::Migrate(a) => migrate::run(a).await,
             Command::Status(a) => status::status(a).await,
             Command::Top(a) => status::top(a).await,
+            Command::Dlq(a) => dlq::run(a).await,
         }
     });
     match result {
