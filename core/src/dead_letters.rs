@@ -215,6 +215,7 @@ impl Queue {
 
     /// Stores `m` unless its idempotency key was seen within the retention; returns the id
     /// and whether it was a duplicate.
+    /// Twin of `lua/dlq_publish.lua`.
     pub fn publish(&mut self, m: Message, now: Micros, limits: &QueueLimits) -> (EntryId, bool) {
         self.idempotency.retain(|_, (_, exp)| *exp > now);
         if !m.idempotency_key.is_empty()
@@ -262,6 +263,7 @@ impl Queue {
 
     /// Hands out up to `count` entries for `visibility` µs: expired claims first (by
     /// deadline, then id text, as a sorted set orders them), then never-delivered entries.
+    /// Twin of `lua/dlq_claim.lua`.
     pub fn claim(
         &mut self,
         count: usize,
@@ -317,11 +319,13 @@ impl Queue {
 
     /// Removes entries (Ack, and the delete step of Redrive and Purge); returns how many
     /// were there.
+    /// Twin of `lua/dlq_ack.lua`.
     pub fn remove(&mut self, ids: &[EntryId]) -> u32 {
         ids.iter().filter(|id| self.forget(**id).is_some()).count() as u32
     }
 
     /// Removes archived entries; returns how many were there.
+    /// Twin of `lua/dlq_purge_archived.lua`.
     pub fn remove_archived(&mut self, ids: &[EntryId]) -> u32 {
         ids.iter()
             .filter(|id| self.archive.remove(id).is_some())
@@ -329,6 +333,7 @@ impl Queue {
     }
 
     /// Makes claimed entries claimable now; returns how many were claimed.
+    /// Twin of `lua/dlq_nack.lua`.
     pub fn nack(&mut self, ids: &[EntryId], now: Micros) -> u32 {
         let mut n = 0;
         for id in ids {
@@ -341,6 +346,7 @@ impl Queue {
     }
 
     /// Moves entries to the archive; returns how many were in the queue.
+    /// Twin of `lua/dlq_archive.lua`.
     pub fn archive(&mut self, ids: &[EntryId], now: Micros) -> u32 {
         ids.iter()
             .filter(|id| self.archive_entry(**id, now))
@@ -348,6 +354,7 @@ impl Queue {
     }
 
     /// Moves archived entries back as new, never-delivered entries; their new ids.
+    /// Twin of `lua/dlq_restore.lua`.
     pub fn restore(&mut self, ids: &[EntryId], now: Micros) -> Vec<Option<EntryId>> {
         ids.iter()
             .map(|aid| {
@@ -368,6 +375,7 @@ impl Queue {
     }
 
     /// The numbers Stats reports.
+    /// Twin of `lua/dlq_stats.lua` (which reads the numbers; the store derives the rest).
     pub fn stats(&self, now: Micros) -> QueueStats {
         let minute = now / 60_000_000;
         QueueStats {

@@ -1,5 +1,9 @@
 //! Conformance of the dead-letter queue: `lua/dlq*.lua`, through the Redis store exactly as
 //! the server calls it, against its pure twin `core::dead_letters::Queue`, on a real Redis.
+//! Store call → script: `dlq_publish` → `dlq_publish.lua`, `dlq_claim` → `dlq_claim.lua`,
+//! `dlq_remove` (Ack) → `dlq_ack.lua`, `dlq_nack` → `dlq_nack.lua`, `dlq_archive` →
+//! `dlq_archive.lua`, `dlq_restore` → `dlq_restore.lua`, `dlq_purge_archived` →
+//! `dlq_purge_archived.lua`, `dlq_stats` → `dlq_stats.lua`.
 //!
 //! Random limits (`max_len` 1..=8, retention 1 s..=1 h, `max_deliveries` 0..=3) and random
 //! sequences of Publish (reasons, payloads incl. empty, metadata, idempotency keys from a

@@ -298,6 +298,7 @@ fn rate_reached(part: u64, threshold: f64, whole: u64) -> bool {
 }
 
 /// Records outcomes. Creates the breaker when it has no state.
+/// Twin of `lua/breaker_report.lua` (`br_report` in `lua/breaker.lua`).
 pub fn report(
     b: &mut Option<Breaker>,
     cfg: &BreakerConfig,
@@ -396,6 +397,7 @@ fn track_reporter(b: &mut Breaker, cfg: &BreakerConfig, now: Micros, input: &Rep
 
 /// An operator's override: moves the breaker to `to` (any state), creating it if needed.
 /// CLOSED starts an empty window and forgets consecutive opens.
+/// Twin of `lua/breaker_set_state.lua`.
 pub fn set_state(
     b: &mut Option<Breaker>,
     cfg: &BreakerConfig,
@@ -411,6 +413,7 @@ pub fn set_state(
 
 /// Reads the breaker as of `now` (after [`advance`], which the caller applies when the
 /// breaker exists).
+/// With [`advance`], the twin of `lua/breaker_get.lua`.
 pub fn info(b: &Option<Breaker>, cfg: &BreakerConfig, now: Micros) -> Info {
     let Some(b) = b else {
         return Info {
