@@ -1,11 +1,16 @@
-"""Compiles proto/floodgate/v1/*.proto at run time for the independent Python clients
+"""What the independent Python clients share: proto/floodgate/v1/*.proto compiled at run time
+(so they share nothing with the Rust code but the .proto files), and the runner of their
+checks. Compiles proto/floodgate/v1/*.proto at run time for the independent Python clients
 (test_*.py in this folder), so they share nothing with the Rust code but the .proto files.
 """
+import argparse
 import atexit
 import os
 import shutil
 import sys
 import tempfile
+import time
+import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROTO_ROOT = os.path.normpath(os.path.join(HERE, "..", "..", "proto"))
@@ -35,3 +40,27 @@ def compile_protos():
     if code != 0:
         raise SystemExit(f"protoc failed with {code} for {files}")
     sys.path.insert(0, out)
+
+
+def run_suite(suite_class, doc):
+    """Runs every `test_*` method of `suite_class(target)` and prints "N passed, M failed"
+    last; exits non-zero on any failure (or when nothing ran)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--server", required=True, help="host:port of a floodgate server")
+    parser.add_argument("-k", default="", help="run only tests whose name contains this")
+    args = parser.parse_args()
+    suite = suite_class(args.server.removeprefix("http://"))
+    tests = sorted(name for name in dir(suite) if name.startswith("test_") and args.k in name)
+    passed = failed = 0
+    for name in tests:
+        started = time.monotonic()
+        try:
+            getattr(suite, name)()
+            passed += 1
+            print(f"ok   {name} ({time.monotonic() - started:.2f}s)", flush=True)
+        except Exception:  # noqa: BLE001 - report every failure and go on
+            failed += 1
+            print(f"FAIL {name}", flush=True)
+            traceback.print_exc(file=sys.stdout)
+    print(f"{passed} passed, {failed} failed", flush=True)
+    sys.exit(1 if failed or not passed else 0)

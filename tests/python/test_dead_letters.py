@@ -13,44 +13,11 @@ limits) and no [queues.default], as tests/tests/python_client.rs starts it. Prin
 
 Needs: python3 -m pip install -r tests/python/requirements.txt
 """
-import argparse
-import atexit
 import os
-import shutil
-import sys
-import tempfile
 import time
-import traceback
 import uuid
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-PROTO_ROOT = os.path.normpath(os.path.join(HERE, "..", "..", "proto"))
-
-
-def compile_protos():
-    """Compiles proto/floodgate/v1/*.proto into a temporary directory and imports from it."""
-    try:
-        import grpc  # noqa: F401
-        import grpc_tools
-        from grpc_tools import protoc
-    except ImportError as e:
-        raise SystemExit(f"{e}: run `python3 -m pip install -r tests/python/requirements.txt`")
-
-    out = tempfile.mkdtemp(prefix="floodgate-py-")
-    atexit.register(shutil.rmtree, out, True)
-    includes = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
-    files = [
-        os.path.join("floodgate", "v1", f)
-        for f in sorted(os.listdir(os.path.join(PROTO_ROOT, "floodgate", "v1")))
-        if f.endswith(".proto")
-    ]
-    args = ["grpc_tools.protoc", f"-I{PROTO_ROOT}", f"-I{includes}"]
-    args += [f"--python_out={out}", f"--grpc_python_out={out}"] + files
-    code = protoc.main(args)
-    if code != 0:
-        raise SystemExit(f"protoc failed with {code} for {files}")
-    sys.path.insert(0, out)
-
+from floodgate_stubs import compile_protos, run_suite  # noqa: E402 (this folder)
 
 compile_protos()
 
@@ -304,26 +271,7 @@ class Suite:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--server", required=True, help="host:port of a floodgate server")
-    parser.add_argument("-k", default="", help="run only tests whose name contains this")
-    args = parser.parse_args()
-    target = args.server.removeprefix("http://")
-    suite = Suite(target)
-    tests = sorted(name for name in dir(suite) if name.startswith("test_") and args.k in name)
-    passed = failed = 0
-    for name in tests:
-        started = time.monotonic()
-        try:
-            getattr(suite, name)()
-            passed += 1
-            print(f"ok   {name} ({time.monotonic() - started:.2f}s)", flush=True)
-        except Exception:  # noqa: BLE001 - report every failure and go on
-            failed += 1
-            print(f"FAIL {name}", flush=True)
-            traceback.print_exc(file=sys.stdout)
-    print(f"{passed} passed, {failed} failed", flush=True)
-    sys.exit(1 if failed or not passed else 0)
+    run_suite(Suite, __doc__)
 
 
 if __name__ == "__main__":

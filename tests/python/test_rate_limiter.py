@@ -12,13 +12,10 @@ starts it. Prints "N passed, M failed" last and exits non-zero on any failure.
 
 Needs: python3 -m pip install -r tests/python/requirements.txt
 """
-import argparse
-import sys
 import time
-import traceback
 import uuid
 
-from floodgate_stubs import compile_protos  # noqa: E402 (this folder)
+from floodgate_stubs import compile_protos, run_suite  # noqa: E402 (this folder)
 
 compile_protos()
 
@@ -470,26 +467,7 @@ class Suite:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--server", required=True, help="host:port of a floodgate server")
-    parser.add_argument("-k", default="", help="run only tests whose name contains this")
-    args = parser.parse_args()
-    target = args.server.removeprefix("http://")
-    suite = Suite(target)
-    tests = sorted(name for name in dir(suite) if name.startswith("test_") and args.k in name)
-    passed = failed = 0
-    for name in tests:
-        started = time.monotonic()
-        try:
-            getattr(suite, name)()
-            passed += 1
-            print(f"ok   {name} ({time.monotonic() - started:.2f}s)", flush=True)
-        except Exception:  # noqa: BLE001 - report every failure and go on
-            failed += 1
-            print(f"FAIL {name}", flush=True)
-            traceback.print_exc(file=sys.stdout)
-    print(f"{passed} passed, {failed} failed", flush=True)
-    sys.exit(1 if failed or not passed else 0)
+    run_suite(Suite, __doc__)
 
 
 if __name__ == "__main__":
