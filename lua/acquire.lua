@@ -3,8 +3,11 @@
 --
 -- KEYS[1..n]  the checks' state keys (one per check, all distinct)
 -- KEYS[n+1]   the request record (written only when the Acquire is admitted), when ARGV[3] ~= '0'
--- ARGV[1]     'acquire' (consume when every non-shadow check allows) or 'status' (never
---             write; remaining and reset_after then describe each limit as it is)
+-- ARGV[1]     'acquire' (consume when every non-shadow check allows), 'status' (never
+--             write; remaining and reset_after then describe each limit as it is), or
+--             'reserve' (Redis Cluster: one slot's share of an Acquire; decides and writes
+--             exactly as 'acquire', takes no request record, and prefixes the reply with
+--             'reserved' and its clock, so a later refund.lua knows when it consumed)
 -- ARGV[2]     explicit now in microseconds (tests only) or '' for Redis TIME
 -- ARGV[3]     request record TTL in ms, '0' when the request has no request_id
 -- ARGV[4]     n
@@ -19,7 +22,8 @@
 --          retry_after, generation, then the transitions made (br_events_reply)}; when the
 --          Acquire is denied, every check reports remaining and reset_after of the limit as
 --          it is (nothing consumed) and no breaker's trial permit is taken
---   or {'replay', record} when the request record exists (the first answer, as stored).
+--   or {'replay', record} when the request record exists (the first answer, as stored);
+--   'reserve' returns {'reserved', now, ...the same values}.
 local ALGORITHMS = {
   tb = token_bucket,
   sw = sliding_window,
@@ -30,10 +34,12 @@ local ALGORITHMS = {
 
 local mode = ARGV[1]
 local peek = mode == 'status'
+-- 'reserve' consumes exactly as 'acquire' does
+local consume = mode == 'acquire' or mode == 'reserve'
 local now = clock(ARGV[2])
 local n = tonumber(ARGV[4])
 local record_key = nil
-if ARGV[3] ~= '0' then
+if ARGV[3] ~= '0' and mode ~= 'reserve' then
   record_key = KEYS[n + 1]
   local stored = redis.call('GET', record_key)
   if stored then return {'replay', stored} end
@@ -75,14 +81,14 @@ for i = 1, n do
   local b = 4 + (i - 1) * 6
   local r = results[i]
   local member = ''
-  if mode == 'acquire' and allowed == 0 and r[1] == 1 then
+  if consume and allowed == 0 and r[1] == 1 then
     -- this check would pass but the Acquire is denied, so nothing was consumed: report the
     -- limit as it is, not as it would be after this request
     local algorithm = ALGORITHMS[ARGV[b + 1]]
     local now_r = algorithm(KEYS[i], now, tonumber(ARGV[b + 2]), ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], true)
     r = {r[1], r[2], now_r[3], now_r[4], r[5]}
   end
-  if mode == 'acquire' and allowed == 1 and commits[i] ~= nil then
+  if consume and allowed == 1 and commits[i] ~= nil then
     commits[i]()
     if ARGV[b + 1] == 'cc' then member = ARGV[b + 6] end
   end
@@ -90,7 +96,7 @@ for i = 1, n do
   out[#out + 1] = member
 end
 for _, x in ipairs(breakers) do
-  if mode == 'acquire' and allowed == 1 then br_commit(x.br, x.cfg, now) end
+  if consume and allowed == 1 then br_commit(x.br, x.cfg, now) end
   if x.br then br_save(x.br, x.k, now) end
   local st, g = 'closed', 1
   if x.br then st, g = x.br.st, x.br.g end
@@ -109,4 +115,9 @@ if mode == 'acquire' and record_key and allowed == 1 then
   end
   redis.call('SET', record_key, table.concat(parts, ','), 'PX', ARGV[3])
 end
-return br_events_reply(out)
+local reply = br_events_reply(out)
+if mode == 'reserve' then
+  table.insert(reply, 1, now)
+  table.insert(reply, 1, 'reserved')
+end
+return reply

@@ -5,6 +5,10 @@ use floodgate_proto::v1 as pb;
 
 use crate::{Client, Error, PolicyRef};
 
+/// The shortest sleep of [`AcquireBuilder::wait_up_to`] between tries (a denial without a
+/// `retry_after`, e.g. a full concurrency policy, is asked again after this).
+pub const MIN_WAIT_STEP: Duration = Duration::from_millis(10);
+
 /// One check's result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -46,6 +50,14 @@ impl Decision {
     pub fn leases(&self) -> impl Iterator<Item = &str> {
         self.checks.iter().filter_map(|c| c.lease_id.as_deref())
     }
+}
+
+/// `now + d` on tokio's clock, or a point about 30 years out when that would overflow
+/// (`Duration::MAX` from a caller or a server must not panic).
+pub(crate) fn instant_after(d: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
 }
 
 pub(crate) fn duration(d: Option<floodgate_proto::prost_types::Duration>) -> Duration {
@@ -121,6 +133,46 @@ impl AcquireBuilder {
     /// The wire request built so far.
     pub fn into_request(self) -> pb::AcquireRequest {
         self.request
+    }
+
+    /// Sends the Acquire; while it is denied, sleeps for its `retry_after` (at least
+    /// [`MIN_WAIT_STEP`]) and sends it again, until it is admitted or the next try would
+    /// start after `max` from now. Never sleeps past that deadline: the last denial is
+    /// returned instead. A [`request_id`](Self::request_id) gets `#2`, `#3`, ... on the
+    /// later tries, so idempotency does not replay the first denial.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use floodgate_client::{Client, Policy};
+    /// # async fn demo(client: Client) -> Result<(), floodgate_client::Error> {
+    /// let d = client
+    ///     .acquire("shop")
+    ///     .check("user:42", Policy::token_bucket(5, Duration::from_secs(1)))
+    ///     .wait_up_to(Duration::from_millis(500))
+    ///     .await?;
+    /// println!("admitted: {}", d.allowed);
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait_up_to(self, max: Duration) -> Result<Decision, Error> {
+        let deadline = instant_after(max);
+        let id = self.request.request_id.clone();
+        let mut tries = 1u32;
+        loop {
+            let mut attempt = self.clone();
+            if tries > 1 && !id.is_empty() {
+                attempt.request.request_id = format!("{id}#{tries}");
+            }
+            let d = attempt.send().await?;
+            if d.allowed {
+                return Ok(d);
+            }
+            let wake = instant_after(d.retry_after.max(MIN_WAIT_STEP));
+            if wake > deadline {
+                return Ok(d);
+            }
+            tokio::time::sleep_until(wake).await;
+            tries += 1;
+        }
     }
 
     /// Sends the Acquire.

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::{
-    AcquireBuilder, CheckResult, Error, PolicyRef,
+    AcquireBuilder, AuthChannel, CheckResult, Error, PolicyRef, Tls,
     acquire::duration,
     breaker::{Breaker, BreakerCache, Reporter},
     policy::wire_duration,
@@ -22,8 +22,9 @@ use crate::{
 /// batcher and the breaker state cache.
 #[derive(Debug, Clone)]
 pub struct Client {
-    /// One channel; with several endpoints it spreads calls over them.
-    channel: Channel,
+    /// One channel; with several endpoints it spreads calls over them. It sends the
+    /// token, if one was given ([`Client::with_token`]).
+    channel: AuthChannel,
     /// Started on first use (it needs a Tokio runtime).
     breakers: Arc<OnceLock<BreakerParts>>,
 }
@@ -37,23 +38,42 @@ struct BreakerParts {
     stop: watch::Sender<bool>,
 }
 
-fn endpoint(url: &str) -> Result<Endpoint, Error> {
-    Endpoint::from_shared(url.to_owned())
+/// The endpoint for `url`; an `https://` URL uses `tls` (or, without it, the system roots).
+pub(crate) fn endpoint(url: &str, tls: Option<&Tls>) -> Result<Endpoint, Error> {
+    let invalid = |e: &dyn std::fmt::Display| Error::InvalidEndpoint {
+        endpoint: url.to_owned(),
+        message: e.to_string(),
+    };
+    let e = Endpoint::from_shared(url.to_owned())
         .map(|e| {
             e.connect_timeout(Duration::from_secs(5))
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(Duration::from_secs(30))
         })
-        .map_err(|e| Error::InvalidEndpoint {
-            endpoint: url.to_owned(),
-            message: e.to_string(),
-        })
+        .map_err(|e| invalid(&e))?;
+    let https = url.starts_with("https://");
+    match (https, tls) {
+        (true, tls) => e
+            .tls_config(tls.cloned().unwrap_or_default().config())
+            .map_err(|e| invalid(&e)),
+        (false, Some(_)) => Err(invalid(&"TLS settings need an https:// URL")),
+        (false, None) => Ok(e),
+    }
 }
 
 impl Client {
     /// Connects to one server, e.g. `http://127.0.0.1:50051`.
+    /// An `https://` URL verifies the server with the system roots; see
+    /// [`Client::connect_tls`] for a CA file or a client certificate.
     pub async fn connect(url: impl AsRef<str>) -> Result<Self, Error> {
-        let channel = endpoint(url.as_ref())?.connect().await?;
+        let channel = endpoint(url.as_ref(), None)?.connect().await?;
+        Ok(Self::from_channel(channel))
+    }
+
+    /// Connects to one `https://` server with these TLS settings, e.g.
+    /// `Tls::default().ca_file("ca.pem")?`.
+    pub async fn connect_tls(url: impl AsRef<str>, tls: &Tls) -> Result<Self, Error> {
+        let channel = endpoint(url.as_ref(), Some(tls))?.connect().await?;
         Ok(Self::from_channel(channel))
     }
 
@@ -66,7 +86,7 @@ impl Client {
     {
         let endpoints = urls
             .into_iter()
-            .map(|u| endpoint(u.as_ref()))
+            .map(|u| endpoint(u.as_ref(), None))
             .collect::<Result<Vec<_>, _>>()?;
         if endpoints.is_empty() {
             return Err(Error::InvalidEndpoint {
@@ -82,13 +102,37 @@ impl Client {
     /// A client over an existing channel.
     pub fn from_channel(channel: Channel) -> Self {
         Self {
-            channel,
+            channel: AuthChannel::new(channel),
             breakers: Arc::default(),
         }
     }
 
-    /// The channel, for generated clients of any floodgate service.
+    /// The same connection, sending `token` as `authorization: Bearer <token>` with every
+    /// call (servers with `[[tokens]]` configured require one). Call it before using
+    /// breaker handles: the returned client has its own batcher and cache.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), floodgate_client::Error> {
+    /// let client = floodgate_client::Client::connect("http://127.0.0.1:50051")
+    ///     .await?
+    ///     .with_token(&std::env::var("FLOODGATE_TOKEN").unwrap_or_default())?;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_token(self, token: &str) -> Result<Self, Error> {
+        Ok(Self {
+            channel: self.channel.with_token(token)?,
+            breakers: Arc::default(),
+        })
+    }
+
+    /// The bare channel (it sends no token), for generated clients of any floodgate
+    /// service on a server without tokens; see [`Client::transport`] otherwise.
     pub fn channel(&self) -> &Channel {
+        self.channel.channel()
+    }
+
+    /// The channel that sends this client's token, for generated clients.
+    pub fn transport(&self) -> &AuthChannel {
         &self.channel
     }
 
@@ -148,7 +192,7 @@ impl Client {
     }
 
     /// The generated CircuitBreakers client on this connection.
-    pub fn circuit_breakers(&self) -> CircuitBreakersClient<Channel> {
+    pub fn circuit_breakers(&self) -> CircuitBreakersClient<AuthChannel> {
         CircuitBreakersClient::new(self.channel.clone())
     }
 
@@ -200,12 +244,12 @@ impl Client {
 
     /// The generated RateLimiter client on this connection, for anything the builder
     /// does not cover.
-    pub fn rate_limiter(&self) -> RateLimiterClient<Channel> {
+    pub fn rate_limiter(&self) -> RateLimiterClient<AuthChannel> {
         RateLimiterClient::new(self.channel.clone())
     }
 
     /// The generated Admin client on this connection.
-    pub fn admin(&self) -> AdminClient<Channel> {
+    pub fn admin(&self) -> AdminClient<AuthChannel> {
         AdminClient::new(self.channel.clone())
     }
 

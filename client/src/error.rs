@@ -13,6 +13,12 @@ pub enum Error {
         /// Why it is invalid.
         message: String,
     },
+    /// A TLS setting cannot be used (e.g. a CA or certificate file cannot be read).
+    #[error("invalid TLS settings: {message}")]
+    InvalidTls {
+        /// What is wrong, naming the file.
+        message: String,
+    },
     /// Could not connect.
     #[error("cannot connect to floodgate: {0}")]
     Connect(#[from] tonic::transport::Error),
@@ -25,6 +31,12 @@ pub enum Error {
     /// The server refuses this kind of request (e.g. inline policies disabled).
     #[error("permission denied: {0}")]
     PermissionDenied(String),
+    /// The call carried no valid token (missing, unknown, expired or malformed).
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The token given to the client cannot be sent (empty, or not visible ASCII).
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
     /// The server or its store is unavailable; retrying later may succeed.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -48,6 +60,7 @@ impl From<tonic::Status> for Error {
             tonic::Code::InvalidArgument => Error::InvalidArgument(msg),
             tonic::Code::NotFound => Error::NotFound(msg),
             tonic::Code::PermissionDenied => Error::PermissionDenied(msg),
+            tonic::Code::Unauthenticated => Error::Unauthenticated(msg),
             tonic::Code::Unavailable => Error::Unavailable(msg),
             _ => Error::Status(s),
         }

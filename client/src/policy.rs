@@ -113,6 +113,13 @@ impl Policy {
         } as i32;
         self
     }
+    /// With [`FailMode::Local`]: the share of the limit one server enforces alone while its
+    /// store fails (0 < share <= 1; the server refuses anything else). Unset, the server
+    /// uses `1 / fleet_size`.
+    pub fn local_share(mut self, share: f64) -> Self {
+        self.0.local_share = share;
+        self
+    }
     /// The wire form.
     pub fn into_proto(self) -> pb::Policy {
         self.0

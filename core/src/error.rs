@@ -40,6 +40,9 @@ pub enum Error {
     /// `lease_ttl` out of range.
     #[error("lease_ttl: must be between 1ms and 366 days")]
     LeaseTtlOutOfRange,
+    /// `local_share` out of range.
+    #[error("local_share: must be greater than 0 and at most 1 (e.g. 0.25 for a fleet of four)")]
+    LocalShareOutOfRange,
     /// `cost` larger than the limit can ever admit.
     #[error("cost: {cost} exceeds the policy's capacity {capacity}; it could never be admitted")]
     CostAboveCapacity {

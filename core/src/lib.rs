@@ -14,6 +14,7 @@
 //! - [`breaker`]: the shared circuit breaker's state machine (twin of `breaker.lua`).
 //! - [`dead_letters`]: a dead-letter queue as a pure data structure (twin of `dlq*.lua`).
 //! - [`acquire`]: all-or-nothing decisions over several checks (twin of `acquire.lua`).
+//! - [`refund`]: giving back what a reserved Acquire consumed (twin of `refund.lua`).
 //! - [`error`]: [`Error`], everything that can be wrong with a policy or a request.
 #![deny(missing_docs, unreachable_pub)]
 
@@ -26,6 +27,7 @@ pub mod fixed_window;
 pub mod names;
 pub mod outcome;
 pub mod policy;
+pub mod refund;
 pub mod sliding_log;
 pub mod sliding_window;
 pub mod time;

@@ -127,7 +127,13 @@ pub struct Policy {
     fail_mode: Option<FailMode>,
     lease_ttl: Micros,
     shadow: bool,
+    /// `FAIL_MODE_LOCAL`'s share of the limit, in millionths; `None` takes the server's
+    /// `1 / fleet_size`.
+    local_share_ppm: Option<u32>,
 }
+
+/// Millionths in a whole share.
+const PPM: u64 = 1_000_000;
 
 impl Policy {
     /// Validates a spec. Every error names the field and the rule it broke.
@@ -181,7 +187,46 @@ impl Policy {
             fail_mode,
             lease_ttl,
             shadow,
+            local_share_ppm: None,
         })
+    }
+
+    /// The policy with `FAIL_MODE_LOCAL` deciding on `share` of the limit (0 < share <= 1)
+    /// while the store fails. The share never changes shared state, so it is not part of
+    /// the [`fingerprint`](Self::fingerprint).
+    pub fn with_local_share(mut self, share: f64) -> Result<Self, Error> {
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(Error::LocalShareOutOfRange);
+        }
+        self.local_share_ppm = Some(((share * PPM as f64).round() as u32).max(1));
+        Ok(self)
+    }
+
+    /// The policy's own local share (0 < share <= 1), if it names one.
+    pub fn local_share(&self) -> Option<f64> {
+        self.local_share_ppm.map(|p| p as f64 / PPM as f64)
+    }
+
+    /// The limit this server enforces alone while the store fails (`FAIL_MODE_LOCAL`):
+    /// limit and capacity times `share` (the policy's own share when it names one), rounded
+    /// up and at least 1, so a fleet of `1 / share` servers together admits about the
+    /// limit. Periods and lease lifetimes stay.
+    pub fn local_part(&self, default_share: f64) -> Policy {
+        let ppm = self.local_share_ppm.map(u64::from).unwrap_or_else(|| {
+            ((default_share.clamp(0.0, 1.0) * PPM as f64).round() as u64).max(1)
+        });
+        if ppm >= PPM {
+            return self.clone();
+        }
+        let part = |n: u64| {
+            (u128::from(n) * u128::from(ppm))
+                .div_ceil(u128::from(PPM))
+                .max(1) as u64
+        };
+        let mut p = self.clone();
+        p.limit = part(self.limit);
+        p.capacity = part(self.capacity);
+        p
     }
 
     /// The algorithm.
@@ -353,5 +398,40 @@ mod tests {
         .unwrap();
         assert_eq!(s.fingerprint(), explicit.fingerprint());
         assert_eq!(s.fingerprint().len(), 14);
+    }
+
+    #[test]
+    fn local_part_scales_limit_and_capacity_rounding_up() {
+        let tb = Policy::new(PolicySpec {
+            burst: 30,
+            ..spec(Algorithm::TokenBucket, 10, 1_000_000)
+        })
+        .unwrap();
+        let part = tb.local_part(0.25);
+        assert_eq!(
+            (part.limit(), part.capacity(), part.period()),
+            (3, 8, 1_000_000)
+        );
+        // the policy's own share wins over the server's default
+        let own = tb.clone().with_local_share(0.5).unwrap();
+        assert_eq!(own.local_share(), Some(0.5));
+        assert_eq!(own.local_part(0.25).limit(), 5);
+        // never below 1, and a whole share is the policy itself
+        assert_eq!(tb.local_part(0.000_001).limit(), 1);
+        assert_eq!(tb.local_part(1.0), tb);
+        // the share never changes the state key
+        assert_eq!(own.fingerprint(), tb.fingerprint());
+    }
+
+    #[test]
+    fn local_share_must_be_a_fraction() {
+        let p = Policy::new(spec(Algorithm::FixedWindow, 10, 1_000_000)).unwrap();
+        for bad in [0.0, -0.5, 1.5, f64::NAN, f64::INFINITY] {
+            assert_eq!(
+                p.clone().with_local_share(bad),
+                Err(Error::LocalShareOutOfRange),
+                "{bad}"
+            );
+        }
     }
 }

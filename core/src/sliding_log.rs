@@ -29,6 +29,20 @@ impl State {
         self.entries.is_empty()
     }
 
+    /// Removes up to `units` units stamped exactly `at` (never another stamp's); how many
+    /// it removed. The refund of a reserved Acquire ([`crate::refund`]).
+    pub fn remove_at(&mut self, at: Micros, units: u64) -> u64 {
+        let Some(i) = self.entries.iter().position(|&(t, _)| t == at) else {
+            return 0;
+        };
+        let taken = units.min(self.entries[i].1);
+        self.entries[i].1 -= taken;
+        if self.entries[i].1 == 0 {
+            self.entries.remove(i);
+        }
+        taken
+    }
+
     fn live(&self, period: Micros, now: Micros) -> impl Iterator<Item = &(Micros, u64)> {
         self.entries.iter().filter(move |&&(t, _)| t + period > now)
     }

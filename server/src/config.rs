@@ -65,6 +65,10 @@ impl Caps {
     }
 }
 
+/// Default cap on store calls in flight: far above what one Redis connection needs to
+/// stay busy, low enough that a stalled Redis cannot pile up unbounded work.
+pub const DEFAULT_STORE_MAX_IN_FLIGHT: usize = 1024;
+
 /// The file as written.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -92,6 +96,10 @@ pub struct FileConfig {
     pub redis_connection: Option<ConnectionMode>,
     /// Connections in the pool when `redis_connection = "pool"`.
     pub redis_pool_size: Option<usize>,
+    /// Servers sharing one store: `local` fail modes decide on `1 / fleet_size` of a limit.
+    pub fleet_size: Option<u32>,
+    /// Most store calls in flight at once; more wait within their deadline.
+    pub store_max_in_flight: Option<usize>,
     /// Named policies.
     #[serde(default)]
     pub policies: HashMap<String, PolicyConfig>,
@@ -109,6 +117,13 @@ pub struct FileConfig {
     /// Dead-letter queues by name (`default`: the template for any other name).
     #[serde(default)]
     pub queues: HashMap<String, QueueTable>,
+    /// Bearer tokens (`crate::auth`); none means authentication is off.
+    #[serde(default)]
+    pub tokens: Vec<crate::auth::token::TokenTable>,
+    /// `[tls]`: certificate files of the gRPC server and of Redis (`crate::tls`).
+    pub tls: Option<crate::tls::TlsTable>,
+    /// `[limits]`: limits on clients (`crate::limits`).
+    pub limits: Option<crate::limits::LimitsTable>,
 }
 
 /// One `[policies.NAME]` table.
@@ -133,6 +148,9 @@ pub struct PolicyConfig {
     /// Counted and reported, never denies.
     #[serde(default)]
     pub shadow: bool,
+    /// `local` fail mode: the share of the limit this server enforces alone while the
+    /// store fails (0 < share <= 1); absent means `1 / fleet_size`.
+    pub local_share: Option<f64>,
 }
 
 /// Settings that flags and environment variables override.
@@ -175,6 +193,10 @@ pub struct Config {
     pub redis_connection: ConnectionMode,
     /// Pool size for the pool mode (default 32).
     pub redis_pool_size: usize,
+    /// Servers sharing the store (default 1): the default `local_share` is its inverse.
+    pub fleet_size: u32,
+    /// Most store calls in flight at once (default 1024).
+    pub store_max_in_flight: usize,
     /// Named policies, validated.
     pub policies: HashMap<String, Arc<Policy>>,
     /// Circuit breakers by name, validated (`default` is the template).
@@ -183,6 +205,12 @@ pub struct Config {
     pub rls: Arc<RlsSettings>,
     /// Dead-letter queues by name, validated (`default` is the template).
     pub queues: HashMap<String, Arc<QueueSettings>>,
+    /// Bearer tokens, validated; empty means authentication is off.
+    pub tokens: Arc<crate::auth::Tokens>,
+    /// `[tls]` as written (flags are applied over it at start; read only at start).
+    pub tls: crate::tls::TlsTable,
+    /// Limits on clients (read at start).
+    pub limits: crate::limits::Limits,
 }
 
 impl Config {
@@ -265,6 +293,10 @@ pub fn build_policy(name: &str, p: &PolicyConfig, caps: Caps) -> Result<Policy, 
         lease_ttl: p.lease_ttl.map(micros),
         shadow: p.shadow,
     })
+    .and_then(|policy| match p.local_share {
+        Some(share) => policy.with_local_share(share),
+        None => Ok(policy),
+    })
     .map_err(|e| at(&e))?;
     caps.check(&policy)
         .map_err(|e| ConfigError::Invalid(format!("policies.{name}.{e}")))?;
@@ -324,6 +356,7 @@ impl Config {
             breakers.insert(name.clone(), Arc::new(build_breaker(name, t)?));
         }
         let rls = rls_settings(&file, &o, caps)?;
+        let tokens = Arc::new(crate::auth::Tokens::build(&file.tokens)?);
         let prefix_for_queues = file.key_prefix.clone().unwrap_or_else(|| "fg".to_owned());
         let mut queues = HashMap::new();
         for (name, t) in &file.queues {
@@ -351,6 +384,26 @@ impl Config {
                 "store_timeout: must be greater than 0".into(),
             ));
         }
+        let fleet_size = file.fleet_size.unwrap_or(1);
+        if fleet_size == 0 {
+            return Err(ConfigError::Invalid(
+                "fleet_size: must be at least 1 (the number of servers sharing the store)".into(),
+            ));
+        }
+        let store_max_in_flight = file
+            .store_max_in_flight
+            .unwrap_or(DEFAULT_STORE_MAX_IN_FLIGHT);
+        if store_max_in_flight == 0 {
+            return Err(ConfigError::Invalid(
+                "store_max_in_flight: must be at least 1".into(),
+            ));
+        }
+        let limits = file
+            .limits
+            .clone()
+            .unwrap_or_default()
+            .build()
+            .map_err(ConfigError::Invalid)?;
         Ok(Self {
             listen: o
                 .listen
@@ -371,10 +424,15 @@ impl Config {
                 .or(file.redis_connection)
                 .unwrap_or_default(),
             redis_pool_size: file.redis_pool_size.unwrap_or(32),
+            fleet_size,
+            store_max_in_flight,
             policies,
             breakers,
             rls: Arc::new(rls),
             queues,
+            tokens,
+            tls: file.tls.unwrap_or_default(),
+            limits,
         })
     }
 }

@@ -54,6 +54,14 @@ pub enum Error {
     /// Renew of a lease that has expired or never existed.
     #[error("lease_id: the lease has expired or was released; acquire a new one")]
     LeaseNotFound,
+    /// The caller's token does not grant this namespace (`crate::auth`).
+    #[error("{}: token {token:?} is not granted it", if namespace.is_empty() { "namespace \"\" (the whole server)".to_owned() } else { format!("namespace {namespace:?}") })]
+    NamespaceDenied {
+        /// The namespace asked for; empty for server-wide views.
+        namespace: String,
+        /// The token's name.
+        token: String,
+    },
     /// The store failed and no fail mode answers for this call.
     #[error("store unavailable: {0}")]
     Store(#[from] StoreError),
@@ -75,6 +83,8 @@ impl From<Error> for Status {
             Error::Unsupported(_) => Status::failed_precondition(msg),
             // The server's configuration forbids this form of request.
             Error::InlineDisabled(_) => Status::permission_denied(msg),
+            // Authenticated, but the token's grant does not reach this namespace.
+            Error::NamespaceDenied { .. } => Status::permission_denied(msg),
             // Transient: the caller may retry (a retried Acquire should carry a request_id).
             Error::Store(_) => Status::unavailable(msg),
         }

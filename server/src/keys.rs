@@ -124,7 +124,27 @@ impl Keys {
     pub fn breaker_channel(&self) -> String {
         format!("{}:breaker-events", self.prefix)
     }
+
+    /// The request rate of bearer token `name` (`crate::auth`): a limit in the reserved
+    /// namespace `floodgate` whose policy reference `auth@rate` no configured or inline
+    /// policy can have: `<prefix>:{floodgate:token/<name>}:<algorithm>:auth@rate`.
+    pub fn token_rate(&self, name: &str, algorithm: Algorithm) -> String {
+        self.limit(
+            "floodgate",
+            &format!("token/{name}"),
+            algorithm,
+            TOKEN_RATE_POLICY,
+        )
+    }
+
+    /// The audit trail (`crate::audit`): `<prefix>:audit`, a capped stream without TTL.
+    pub fn audit(&self) -> String {
+        format!("{}:audit", self.prefix)
+    }
 }
+
+/// The policy reference of token request rates (see [`Keys::token_rate`]).
+pub const TOKEN_RATE_POLICY: &str = "auth@rate";
 
 #[cfg(test)]
 mod tests {

@@ -3,6 +3,8 @@
 //! Layout:
 //! - [`cli`]: the `floodgate` subcommands (`serve`, `acquire`, `limit`, `bench`, `migrate`); `main.rs`
 //!   only calls [`cli::main`].
+//! - [`auth`]: bearer tokens, roles and namespace grants; the layer in front of the services.
+//! - [`audit`]: the audit trail of operator and admin actions (log and store stream).
 //! - [`breaker_config`]: `[breakers.NAME]` tables into validated breaker settings.
 //! - [`config`]: the TOML file, environment and flags, merged and validated.
 //! - [`queue_config`]: `[queues.NAME]` tables into validated dead-letter queue settings.
@@ -11,6 +13,9 @@
 //! - [`metrics`]: metric names and where they are recorded.
 //! - [`reload`]: live reload of the configuration file (on change and on SIGHUP).
 //! - [`rls`]: Envoy's `ShouldRateLimit` and envoyproxy/ratelimit's YAML configuration.
+//! - [`limits`]: limits on clients (message sizes, streams, Watch slots, deadlines).
+//! - [`listener`]: accepting connections (connection cap, TLS handshake, preface deadline).
+//! - [`tls`]: TLS files of the gRPC server (with mTLS and reload) and of Redis.
 //! - [`server`]: transport — services, health and reflection on a listener, graceful drain.
 //! - [`service`]: the gRPC services (`RateLimiter`, `Admin`) and their shared state.
 //! - [`validate`]: wire requests into store plans; every rule checked once at the edge.
@@ -20,12 +25,16 @@
 //! - [`error`]: the server's errors and their gRPC statuses.
 #![deny(unreachable_pub)]
 
+pub mod audit;
+pub mod auth;
 pub mod breaker_config;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod http;
 pub mod keys;
+pub mod limits;
+pub mod listener;
 pub mod metrics;
 pub mod queue_config;
 pub mod queue_watch;
@@ -34,5 +43,6 @@ pub mod rls;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod tls;
 pub mod top;
 pub mod validate;

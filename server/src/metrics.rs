@@ -54,7 +54,19 @@ pub fn install() -> Option<PrometheusHandle> {
     );
     describe_counter!(
         "floodgate_breaker_reports_total",
-        "Breaker reports, by result (accepted, stale: another generation, failed: store error)"
+        "Breaker reports, by result (accepted, stale: another generation, dropped: the store failed)"
+    );
+    describe_gauge!(
+        "floodgate_store_breaker_open",
+        "1 while the server's own store breaker is open (calls take their fail mode at once)"
+    );
+    describe_counter!(
+        "floodgate_store_breaker_opens_total",
+        "Times the server's own store breaker opened"
+    );
+    describe_counter!(
+        "floodgate_cluster_refunds_total",
+        "Refunds of Cluster slot reservations after a denial, by result (ok, failed)"
     );
     describe_gauge!(
         "floodgate_breaker_state",
@@ -112,8 +124,19 @@ pub fn request(rpc: &'static str, code: tonic::Code) {
     counter!("floodgate_requests_total", "rpc" => rpc, "code" => code_name(code)).increment(1);
 }
 
+/// A call refused by `crate::auth` for `reason` (`malformed`, `unknown`, `expired`,
+/// `role`, `namespace` or `rate`).
+pub fn auth_refused(reason: &'static str) {
+    counter!("floodgate_auth_refused_total", "reason" => reason).increment(1);
+}
+
+/// One audit entry that could not be appended to the store's audit stream.
+pub fn audit_write_failed() {
+    counter!("floodgate_audit_write_failures_total").increment(1);
+}
+
 /// The status code's name, without allocating.
-fn code_name(code: tonic::Code) -> &'static str {
+pub fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code::*;
     match code {
         Ok => "Ok",
@@ -302,6 +325,21 @@ pub fn store_call(op: &'static str, took: Duration, error: Option<&StoreError>) 
         };
         counter!("floodgate_store_errors_total", "op" => op, "kind" => kind).increment(1);
     }
+}
+
+/// The server's store breaker opened (true) or closed (false) (`store::guard`).
+pub fn store_guard_open(open: bool) {
+    gauge!("floodgate_store_breaker_open").set(if open { 1.0 } else { 0.0 });
+    if open {
+        counter!("floodgate_store_breaker_opens_total").increment(1);
+    }
+}
+
+/// One refund of a Cluster Acquire's reserved slot (`store::redis::split`): given back, or
+/// failed (the units stay taken until they expire).
+pub fn cluster_refund(ok: bool) {
+    counter!("floodgate_cluster_refunds_total", "result" => if ok { "ok" } else { "failed" })
+        .increment(1);
 }
 
 /// One Acquire answered without the store.

@@ -2,7 +2,9 @@
 //! read again when one changes on disk (polled every second) or on SIGHUP. A valid file replaces the policies and settings at once (an
 //! `ArcSwap`, so no call waits or sees half a change); an invalid one is logged and the
 //! old configuration stays. Listen addresses, the Redis URL and connection, and the key
-//! prefix need a restart: a change to them is logged and ignored.
+//! prefix need a restart: a change to them is logged and ignored. Tokens reload like
+//! policies, but a file without any `[[tokens]]` is refused while authentication is on
+//! (turning it off needs a restart). Every reload leaves an audit entry (`ConfigReload`).
 use std::{
     path::{Path, PathBuf},
     sync::Arc,
@@ -63,6 +65,14 @@ pub fn reload<S: Store>(state: &AppState<S>, path: Option<&Path>, overrides: &Ov
         }
     };
     let current = state.config.load();
+    // Turning authentication off is a restart decision (`floodgate serve` checks the
+    // address and --insecure), never a side effect of an edit.
+    if current.tokens.enabled() && !next.tokens.enabled() {
+        error!(
+            "configuration NOT reloaded: it has no [[tokens]] and would turn authentication off; restart the server to do that"
+        );
+        return false;
+    }
     let fixed = [
         ("listen", current.listen != next.listen),
         ("http_listen", current.http_listen != next.http_listen),
@@ -99,6 +109,20 @@ pub fn reload<S: Store>(state: &AppState<S>, path: Option<&Path>, overrides: &Ov
     true
 }
 
+/// Writes the audit entry of one reload (by the server itself: caller `server`).
+async fn audit_reload<S: Store>(state: &AppState<S>, ok: bool) {
+    let (code, detail) = if ok {
+        (tonic::Code::Ok, "")
+    } else {
+        (
+            tonic::Code::InvalidArgument,
+            "invalid configuration; the previous one stays",
+        )
+    };
+    let entry = crate::audit::Entry::new("server", None, "ConfigReload", "", code, detail);
+    crate::audit::record(state, entry).await;
+}
+
 /// The stamp of the configuration `state` runs with.
 fn current_stamp<S: Store>(state: &AppState<S>, path: Option<&Path>) -> Stamp {
     let rls = state.config.load().rls.path.clone();
@@ -129,14 +153,16 @@ pub fn spawn<S: Store>(state: Arc<AppState<S>>, path: Option<PathBuf>, overrides
             tokio::select! {
                 () = hangup => {
                     info!("SIGHUP: reloading the configuration");
-                    reload(&state, path, &overrides);
+                    let ok = reload(&state, path, &overrides);
+                    audit_reload(&state, ok).await;
                     seen = current_stamp(&state, path);
                 }
                 _ = tick.tick() => {
                     let now = current_stamp(&state, path);
                     let readable = path.is_none() || now.0.is_some();
                     if readable && now != seen {
-                        reload(&state, path, &overrides);
+                        let ok = reload(&state, path, &overrides);
+                        audit_reload(&state, ok).await;
                         // The reloaded file may name other rate limit files.
                         seen = current_stamp(&state, path);
                     }

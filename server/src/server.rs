@@ -1,6 +1,7 @@
 //! Transport: puts the services (floodgate.v1 and Envoy's RateLimitService), health and
 //! reflection on a listener and serves until the
-//! shutdown future resolves, then drains in-flight calls.
+//! shutdown future resolves, then drains in-flight calls. Plain text or TLS (`crate::tls`);
+//! the limits on clients (`crate::limits`) are applied here and in `crate::listener`.
 use std::{future::Future, sync::Arc};
 
 use floodgate_proto::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
@@ -9,7 +10,7 @@ use floodgate_proto::v1::{
     dead_letters_server::DeadLettersServer, rate_limiter_server::RateLimiterServer,
 };
 use tokio::net::TcpListener;
-use tonic::transport::{Server, server::TcpIncoming};
+use tonic::transport::Server;
 
 use crate::{
     rls::service::RlsService,
@@ -18,14 +19,27 @@ use crate::{
         dead_letters::DeadLettersService, rate_limiter::RateLimiterService, state::AppState,
     },
     store::Store,
+    tls::Reloading,
 };
 
-/// Serves every floodgate service for `state` on `listener` until `shutdown` resolves.
+/// Sets a generated service's message size limits.
+macro_rules! sized {
+    ($svc:expr, $max:expr) => {
+        $svc.max_decoding_message_size($max)
+            .max_encoding_message_size($max)
+    };
+}
+
+/// Serves every floodgate service for `state` on `listener` (over TLS when `tls` is given)
+/// until `shutdown` resolves.
 pub async fn run<S: Store>(
     state: Arc<AppState<S>>,
     listener: TcpListener,
+    tls: Option<Reloading>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    let limits = state.config.load().limits;
+    let max = limits.max_message_bytes;
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<RateLimiterServer<RateLimiterService<S>>>()
@@ -48,34 +62,69 @@ pub async fn run<S: Store>(
     };
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
-    Server::builder()
+    let router = Server::builder()
+        // A longer grpc-timeout (or none) is cut to max_deadline; Watch streams are not
+        // affected once their response has started.
+        .timeout(limits.max_deadline)
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        // Rapid-reset floods (CVE-2023-44487) and headers beyond 16 KiB end the connection.
+        .http2_max_pending_accept_reset_streams(Some(64))
+        .http2_max_header_list_size(16 * 1024)
+        .tcp_keepalive(Some(limits.keepalive_interval))
+        // Authentication, roles, token rates and the audit trail (crate::auth).
+        .layer(crate::auth::layer::AuthLayer::new(state.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(RateLimiterServer::new(RateLimiterService::new(
-            state.clone(),
-        )))
-        .add_service(CircuitBreakersServer::new(CircuitBreakersService::new(
-            state.clone(),
-        )))
-        .add_service(
-            DeadLettersServer::new(DeadLettersService::new(state.clone()))
-                // A Publish carries up to 4 MiB - 64 KiB of payload plus its fields.
-                .max_decoding_message_size(5 * 1024 * 1024),
-        )
-        .add_service(AdminServer::new(AdminService::new(state.clone())))
+        .add_service(sized!(
+            RateLimiterServer::new(RateLimiterService::new(state.clone())),
+            max
+        ))
+        .add_service(sized!(
+            CircuitBreakersServer::new(CircuitBreakersService::new(state.clone())),
+            max
+        ))
+        // A Publish carries up to 4 MiB - 64 KiB of payload plus its fields (the default
+        // max_message_bytes is 5 MiB).
+        .add_service(sized!(
+            DeadLettersServer::new(DeadLettersService::new(state.clone())),
+            max
+        ))
+        .add_service(sized!(
+            AdminServer::new(AdminService::new(state.clone())),
+            max
+        ))
         // Envoy's global rate limiting, on the same port.
-        .add_service(RateLimitServiceServer::new(RlsService::new(state.clone())))
-        // TCP_NODELAY: an answer is one small frame; Nagle plus delayed ACKs would hold it
-        // back for ~40 ms.
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            async move {
-                shutdown.await;
-                // Watch streams never end by themselves; end them so the drain can finish.
-                state.begin_shutdown();
-            },
-        )
-        .await?;
+        .add_service(sized!(
+            RateLimitServiceServer::new(RlsService::new(state.clone())),
+            max
+        ));
+    let shutdown = async move {
+        shutdown.await;
+        // Watch streams never end by themselves; end them so the drain can finish.
+        state.begin_shutdown();
+    };
+    // TCP_NODELAY (set by the listener): an answer is one small frame; Nagle plus delayed
+    // ACKs would hold it back for ~40 ms.
+    match tls {
+        Some(tls) => {
+            let incoming = crate::listener::incoming(listener, limits, move |tcp| {
+                let tls = tls.clone();
+                async move { tls.accept(tcp).await }
+            });
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await?
+        }
+        None => {
+            let incoming =
+                crate::listener::incoming(listener, limits, |tcp| async move { Ok(tcp) });
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await?
+        }
+    }
     Ok(())
 }

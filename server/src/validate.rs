@@ -106,6 +106,13 @@ fn inline_policy(field: &str, p: &pb::Policy, config: &Config) -> Result<Policy,
         lease_ttl,
         shadow: p.shadow,
     })
+    .and_then(|policy| {
+        if p.local_share == 0.0 {
+            Ok(policy)
+        } else {
+            policy.with_local_share(p.local_share)
+        }
+    })
     .map_err(|e| Error::Invalid(format!("{field}.{e}")))?;
     config
         .caps

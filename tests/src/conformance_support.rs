@@ -1,7 +1,8 @@
 //! Helpers for the conformance suites (`tests/tests/conformance.rs`,
-//! `tests/tests/store_scenarios.rs`): one Redis and one [`RedisStore`] per test driven from
-//! synchronous proptest closures, unique keys, the `core` model of a whole Acquire, and
-//! snapshots of raw Redis state to prove that something wrote nothing.
+//! `tests/tests/store_scenarios.rs`, `tests/tests/refund_conformance.rs`): one Redis and
+//! one [`RedisStore`] per test driven from synchronous proptest closures, unique keys, the
+//! `core` model of a whole Acquire, and snapshots of raw Redis state to prove that
+//! something wrote nothing.
 use std::{
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -85,6 +86,26 @@ impl Env {
             })
             .expect("the Acquire script took more than 30 s")
             .unwrap_or_else(|e| panic!("the Acquire script failed: {e} (plan {plan:?})"))
+    }
+
+    /// Runs `plan` through the Acquire script in `'reserve'` mode: (decision, its clock).
+    pub fn reserve(&self, plan: &AcquirePlan) -> (StoreDecision, Micros) {
+        self.rt
+            .block_on(self.store.reserve(plan))
+            .unwrap_or_else(|e| panic!("the reserve script failed: {e} (plan {plan:?})"))
+    }
+
+    /// Runs the refund script for a reservation consumed at `consumed_at`.
+    pub fn refund(
+        &self,
+        checks: &[PlannedCheck],
+        outcomes: &[CheckOutcome],
+        consumed_at: Micros,
+        now: Micros,
+    ) {
+        self.rt
+            .block_on(self.store.refund(checks, outcomes, consumed_at, Some(now)))
+            .unwrap_or_else(|e| panic!("the refund script failed: {e}"));
     }
 
     /// Runs the release script.

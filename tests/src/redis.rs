@@ -1,26 +1,29 @@
 //! A Redis for tests, obtained in this order:
 //! 1. `FLOODGATE_TEST_REDIS_URL` when set (shared: tests isolate themselves by namespace);
 //! 2. a private `redis-server` started on a free port, killed when dropped;
+//!    [`TestRedis::private`] always starts one, for tests that pause, kill or restart it;
 //! 3. a testcontainers `redis:7` container when a Docker engine answers;
 //! 4. otherwise a panic naming what to install.
 use std::{
-    path::Path,
-    process::{Child, Command, Stdio},
+    ffi::OsString,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use testcontainers::{ContainerAsync, GenericImage, core::IntoContainerPort, runners::AsyncRunner};
 
+use crate::redis_proc::{self, RedisProcess};
+
 /// A Redis that lives as long as this value.
 pub struct TestRedis {
     /// `redis://127.0.0.1:PORT`.
     url: String,
-    /// The private server, when we started one.
-    child: Option<Child>,
-    /// Its port.
-    port: Option<u16>,
-    /// Its working directory.
-    dir: Option<tempfile::TempDir>,
+    /// The private server, when we started one (resumed and killed when dropped).
+    process: Option<RedisProcess>,
+    /// Its working directory (declared after `process`, so removed after it is killed).
+    _dir: Option<tempfile::TempDir>,
+    /// The host port of the container, when Docker provided it.
+    container_port: Option<u16>,
     /// The container, when Docker provided it.
     _container: Option<ContainerAsync<GenericImage>>,
 }
@@ -67,26 +70,6 @@ pub fn wait_for_ping(url: &str, within: Duration) {
     }
 }
 
-fn spawn_redis_server(port: u16, dir: &Path) -> std::io::Result<Child> {
-    Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .args(["--protected-mode", "no", "--daemonize", "no"])
-        .arg("--dir")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-}
-
 impl TestRedis {
     /// Obtains a Redis as the module doc says.
     pub async fn start() -> Self {
@@ -96,9 +79,9 @@ impl TestRedis {
             wait_for_ping(&url, Duration::from_secs(5));
             return Self {
                 url,
-                child: None,
-                port: None,
-                dir: None,
+                process: None,
+                _dir: None,
+                container_port: None,
                 _container: None,
             };
         }
@@ -119,9 +102,9 @@ impl TestRedis {
             wait_for_ping(&url, Duration::from_secs(20));
             return Self {
                 url,
-                child: None,
-                port: Some(port),
-                dir: None,
+                process: None,
+                _dir: None,
+                container_port: Some(port),
                 _container: Some(container),
             };
         }
@@ -132,38 +115,37 @@ impl TestRedis {
         );
     }
 
-    /// Always a private `redis-server` process (for tests that stop or restart it).
+    /// Always a private `redis-server` process, whatever `FLOODGATE_TEST_REDIS_URL` says:
+    /// the constructor for tests that pause, kill or restart Redis. Panics naming the
+    /// package to install when `redis-server` is missing.
     pub fn private() -> Self {
+        Self::private_with_args(&[])
+    }
+
+    /// [`TestRedis::private`] with more `redis-server` arguments (e.g. `["--appendonly",
+    /// "yes"]` for data that survives [`TestRedis::restart`]); restarts reuse them.
+    pub fn private_with_args(extra: &[&str]) -> Self {
+        redis_proc::require("redis-server");
         let dir = tempfile::tempdir().expect("cannot create a temp dir for redis-server");
+        let mut last = String::new();
         for _ in 0..5 {
             let port = crate::free_port();
-            let Ok(mut child) = spawn_redis_server(port, dir.path()) else {
-                panic!("cannot run redis-server; install it (`apt-get install redis-server`)");
-            };
-            let url = format!("redis://127.0.0.1:{port}");
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // lost the port race; try another
-                }
-                let ok = ::redis::Client::open(url.as_str())
-                    .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
-                    .and_then(|mut c| ::redis::cmd("PING").query::<String>(&mut c));
-                if ok.is_ok() {
+            let mut args = RedisProcess::base_args(port, dir.path());
+            args.extend(extra.iter().map(OsString::from));
+            match RedisProcess::start(port, dir.path(), args, Duration::from_secs(5)) {
+                Ok(process) => {
                     return Self {
-                        url,
-                        child: Some(child),
-                        port: Some(port),
-                        dir: Some(dir),
+                        url: format!("redis://127.0.0.1:{port}"),
+                        process: Some(process),
+                        _dir: Some(dir),
+                        container_port: None,
                         _container: None,
                     };
                 }
-                std::thread::sleep(Duration::from_millis(20));
+                Err(e) => last = e, // usually a lost port race: try another port
             }
-            let _ = child.kill();
-            let _ = child.wait();
         }
-        panic!("redis-server did not start on a free port after 5 tries");
+        panic!("redis-server did not start on a free port after 5 tries: {last}");
     }
 
     /// The URL to give servers and clients.
@@ -187,51 +169,74 @@ impl TestRedis {
             .expect("cannot connect to the test Redis")
     }
 
-    /// Kills our private server (it stays down until [`TestRedis::restart_empty`]).
+    /// The private server's process, or a panic explaining that the test must use
+    /// [`TestRedis::private`].
+    fn process(&mut self, what: &str) -> &mut RedisProcess {
+        match self.process.as_mut() {
+            Some(p) => p,
+            None => panic!(
+                "TestRedis::{what} needs a process this test owns: start it with \
+                 TestRedis::private() (FLOODGATE_TEST_REDIS_URL and containers cannot be \
+                 paused or killed)"
+            ),
+        }
+    }
+
+    /// The port of the private server (also of a container's mapped port); panics for a
+    /// `FLOODGATE_TEST_REDIS_URL` Redis, whose port is the URL's business.
+    pub fn port(&self) -> u16 {
+        match (&self.process, self.container_port) {
+            (Some(p), _) => p.port(),
+            (None, Some(port)) => port,
+            (None, None) => panic!(
+                "TestRedis::port: {} is not ours; use TestRedis::private()",
+                self.url
+            ),
+        }
+    }
+
+    /// `127.0.0.1:<port>` of the private server, e.g. for [`crate::fault_proxy::FaultProxy`].
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port()))
+    }
+
+    /// The private server's process id while it runs; `None` when it is killed or not ours.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().and_then(RedisProcess::pid)
+    }
+
+    /// Freezes the private server (SIGSTOP): its connections stay open and it answers
+    /// nothing until [`TestRedis::resume`] (or drop, which resumes it).
+    pub fn pause(&mut self) {
+        self.process("pause").pause();
+    }
+
+    /// Lets a paused private server run again (SIGCONT).
+    pub fn resume(&mut self) {
+        self.process("resume").resume();
+    }
+
+    /// Kills the private server (SIGKILL) and reaps it; it stays down until
+    /// [`TestRedis::restart`].
+    pub fn kill(&mut self) {
+        self.process("kill").kill();
+    }
+
+    /// Starts the private server again (killing it first if it runs) on the same port, with
+    /// the same directory and arguments, and waits for PING. Without persistence arguments
+    /// it comes back empty.
+    pub fn restart(&mut self) {
+        self.process("restart").restart();
+    }
+
+    /// Kills our private server (the same as [`TestRedis::kill`]).
     pub fn stop(&mut self) {
-        let Some(child) = self.child.as_mut() else {
-            panic!("stop needs a private redis-server (TestRedis::private)");
-        };
-        let _ = child.kill();
-        let _ = child.wait();
+        self.kill();
     }
 
-    /// Kills our private server and starts a fresh, empty one on the same port.
+    /// Kills our private server and starts a fresh, empty one on the same port (the same as
+    /// [`TestRedis::restart`] for a server started without persistence).
     pub fn restart_empty(&mut self) {
-        let (Some(child), Some(port), Some(dir)) =
-            (self.child.as_mut(), self.port, self.dir.as_ref())
-        else {
-            panic!("restart_empty needs a private redis-server (TestRedis::private)");
-        };
-        let _ = child.kill();
-        let _ = child.wait();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match spawn_redis_server(port, dir.path()) {
-                Ok(mut c) => {
-                    std::thread::sleep(Duration::from_millis(50));
-                    if let Ok(None) = c.try_wait() {
-                        self.child = Some(c);
-                        break;
-                    }
-                }
-                Err(e) => panic!("cannot restart redis-server: {e}"),
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server could not rebind port {port}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        wait_for_ping(&self.url, Duration::from_secs(5));
-    }
-}
-
-impl Drop for TestRedis {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.restart();
     }
 }

@@ -96,14 +96,33 @@ async fn acquires_served(http_port: u16) -> f64 {
         .sum()
 }
 
+/// The demo token whose hash deploy/floodgate.toml configures.
+const DEMO_TOKEN: &str = "fgt_d34c3ed4c017c19dd4d5e1b9ca0d199654f0981ca15bd63a62210c0db14959f9";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exact_one_limit_behind_the_published_port() {
     let cluster = tokio::task::spawn_blocking(Cluster::up)
         .await
         .expect("cluster-up");
-    let client = Client::connect(format!("http://127.0.0.1:{}", cluster.published))
+    let anonymous = Client::connect(format!("http://127.0.0.1:{}", cluster.published))
         .await
         .expect("connect through nginx");
+    // deploy/floodgate.toml configures tokens: nothing is served without one.
+    let refused = anonymous
+        .acquire("cluster")
+        .check(
+            "user:0",
+            Policy::token_bucket(10, Duration::from_secs(3600)),
+        )
+        .send()
+        .await
+        .expect_err("no token");
+    assert!(
+        matches!(refused, floodgate_client::Error::Unauthenticated(_)),
+        "{refused:?}"
+    );
+    // The published demo token of deploy/floodgate.toml (README "Security").
+    let client = anonymous.with_token(DEMO_TOKEN).expect("token");
     let ns = unique_namespace("cluster");
     let policy = Policy::token_bucket(10, Duration::from_secs(3600));
     let mut allowed = 0;

@@ -434,10 +434,11 @@ async fn publish_retries_with_the_same_key_until_a_replica_confirms() {
         "it did not retry"
     );
 
-    // A replica joins a second later, while the client is retrying.
+    // A replica joins 3 s later, while the client is retrying (the first attempt's WAIT
+    // gives up after 1 s, so it cannot see the replica even on a loaded machine).
     let mut rc = replica.async_connection().await;
     let join = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
         let _: String = redis::cmd("REPLICAOF")
             .arg("127.0.0.1")
             .arg(&port)

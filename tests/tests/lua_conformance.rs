@@ -7,7 +7,10 @@
 //! step must give identical decisions. Also pinned here: Status never writes, the script
 //! cache recovers from `SCRIPT FLUSH` (PyrateLimiter #182), request records replay, and
 //! every key carries a TTL.
-use std::sync::{Arc, OnceLock};
+use std::sync::{
+    Arc, OnceLock,
+    atomic::{AtomicI32, Ordering},
+};
 
 use floodgate_core::{
     Algorithm, Micros, Policy, PolicySpec,
@@ -35,6 +38,20 @@ struct Harness {
     store: RedisStore,
 }
 
+/// The pid of the harness's private `redis-server`. The harness lives in a static, which
+/// Rust never drops, so the process is killed when the test process exits instead.
+static REDIS_PID: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn kill_redis_at_exit() {
+    let pid = REDIS_PID.load(Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill(2) on the pid of the child this process started.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+}
+
 /// One Redis and one store for the whole file (proptest cases run many times).
 fn harness() -> &'static Harness {
     static H: OnceLock<Harness> = OnceLock::new();
@@ -45,6 +62,13 @@ fn harness() -> &'static Harness {
             .build()
             .unwrap();
         let redis = rt.block_on(TestRedis::start());
+        if let Some(pid) = redis.pid().and_then(|p| i32::try_from(p).ok()) {
+            REDIS_PID.store(pid, Ordering::SeqCst);
+            // SAFETY: registers a plain extern "C" function that only calls kill(2).
+            unsafe {
+                libc::atexit(kill_redis_at_exit);
+            }
+        }
         let url = redis.url().to_owned();
         let store = rt
             .block_on(RedisStore::connect(&url, ConnectionMode::Multiplexed, 1))

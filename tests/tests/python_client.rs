@@ -1,7 +1,8 @@
 //! Independent clients in another language, each against a server on Redis and one on
 //! memory: `tests/python/test_rate_limiter.py`, `tests/python/test_breakers.py` and
 //! `tests/python/test_dead_letters.py` (Python grpcio, stubs compiled from `proto/` at run
-//! time), and `tests/python/test_rls.py`
+//! time), `tests/python/test_auth.py` (tokens, roles, grants, token rates, audit), and
+//! `tests/python/test_rls.py`
 //! (Envoy's `ShouldRateLimit` through PyPI's `xds-protos`, generated from envoyproxy's
 //! data-plane-api, against the rate limit files of `tests/fixtures/rls/`). Missing Python packages fail
 //! the test with the command that installs them; it never skips.
@@ -186,6 +187,80 @@ async fn python_grpcio_dead_letters_against_memory() {
     require_python_grpc();
     let server = TestServer::in_memory(DLQ_CONFIG);
     tokio::task::spawn_blocking(move || run_against(&server, "memory", DLQ_SCRIPT))
+        .await
+        .unwrap();
+}
+
+/// The tokens `tests/python/test_auth.py` uses: (name, token, namespaces, role, extra).
+const AUTH_TOKENS: &[(&str, &str, &str, &str, &str)] = &[
+    ("py-app", "fgt_py_app", r#"["team-a"]"#, "app", ""),
+    (
+        "py-operator",
+        "fgt_py_operator",
+        r#"["team-a"]"#,
+        "operator",
+        "",
+    ),
+    ("py-prefix", "fgt_py_prefix", r#"["team-b.*"]"#, "app", ""),
+    (
+        "py-expired",
+        "fgt_py_expired",
+        r#"["team-a"]"#,
+        "app",
+        "expires = \"2020-01-01T00:00:00Z\"",
+    ),
+    (
+        "py-flood",
+        "fgt_py_flood",
+        r#"["team-a"]"#,
+        "app",
+        "rate = \"3/h\"",
+    ),
+    (
+        "py-calm",
+        "fgt_py_calm",
+        r#"["team-a"]"#,
+        "app",
+        "rate = \"1000/s\"",
+    ),
+];
+
+/// The auth script's configuration: policy `api`, breaker `pay` and [`AUTH_TOKENS`].
+fn auth_config() -> String {
+    let mut c = String::from(
+        "[policies.api]\nalgorithm = \"token_bucket\"\nlimit = 1000\nperiod = \"1s\"\n\n[breakers.pay]\n",
+    );
+    for (name, token, ns, role, extra) in AUTH_TOKENS {
+        let hash: String = floodgate_server::auth::token::sha256(token)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        c.push_str(&format!(
+            "\n[[tokens]]\nname = \"{name}\"\nsha256 = \"{hash}\"\nnamespaces = {ns}\nrole = \"{role}\"\n{extra}\n"
+        ));
+    }
+    c
+}
+
+/// The auth script, relative to the workspace root.
+const AUTH_SCRIPT: &str = "tests/python/test_auth.py";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_grpcio_auth_against_redis() {
+    require_python_grpc();
+    let redis = TestRedis::start().await;
+    let server = TestServer::on_redis(redis.url(), &auth_config());
+    tokio::task::spawn_blocking(move || run_against(&server, "Redis", AUTH_SCRIPT))
+        .await
+        .unwrap();
+    drop(redis);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_grpcio_auth_against_memory() {
+    require_python_grpc();
+    let server = TestServer::in_memory(&auth_config());
+    tokio::task::spawn_blocking(move || run_against(&server, "memory", AUTH_SCRIPT))
         .await
         .unwrap();
 }

@@ -19,9 +19,9 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use crate::AuthChannel;
 use floodgate_proto::v1::{self as pb, circuit_breakers_client::CircuitBreakersClient};
 use tokio::{sync::watch, time::Instant};
-use tonic::transport::Channel;
 
 use crate::acquire::duration;
 
@@ -86,14 +86,14 @@ impl Slot {
 #[derive(Debug, Clone)]
 pub struct BreakerCache {
     entries: Arc<Mutex<HashMap<(String, String), Slot>>>,
-    channel: Channel,
+    channel: AuthChannel,
     stop: watch::Receiver<bool>,
 }
 
 impl BreakerCache {
     /// An empty cache watching through `channel` until `stop` turns true or its sender is
     /// dropped.
-    pub(crate) fn new(channel: Channel, stop: watch::Receiver<bool>) -> Self {
+    pub(crate) fn new(channel: AuthChannel, stop: watch::Receiver<bool>) -> Self {
         Self {
             entries: Arc::default(),
             channel,
@@ -146,7 +146,7 @@ impl BreakerCache {
 
 /// Keeps `slot` current until the entry is gone.
 async fn watch_loop(
-    channel: Channel,
+    channel: AuthChannel,
     request: pb::WatchBreakersRequest,
     slot: &Weak<Mutex<Option<Known>>>,
 ) {
@@ -325,7 +325,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_stopped_cache_starts_no_watch_and_asks() {
-        let channel = Channel::from_static("http://127.0.0.1:9").connect_lazy();
+        let channel = AuthChannel::new(
+            tonic::transport::Channel::from_static("http://127.0.0.1:9").connect_lazy(),
+        );
         let (tx, rx) = watch::channel(true);
         let cache = BreakerCache::new(channel, rx);
         assert_eq!(cache.lookup("ns", "b", Instant::now()), CachedState::Ask);
@@ -334,7 +336,9 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_server_leaves_the_entry_stale() {
-        let channel = Channel::from_static("http://127.0.0.1:9").connect_lazy();
+        let channel = AuthChannel::new(
+            tonic::transport::Channel::from_static("http://127.0.0.1:9").connect_lazy(),
+        );
         let (tx, rx) = watch::channel(false);
         let cache = BreakerCache::new(channel, rx);
         let slot = cache.slot("ns", "b");

@@ -27,9 +27,9 @@ use std::{
     time::Duration,
 };
 
+use crate::AuthChannel;
 use floodgate_proto::v1::{self as pb, circuit_breakers_client::CircuitBreakersClient};
 use tokio::sync::{Notify, watch};
-use tonic::transport::Channel;
 
 /// How long outcomes wait before they are sent.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
@@ -220,7 +220,7 @@ struct Shared {
 #[derive(Debug, Clone)]
 pub struct Reporter {
     shared: Arc<Shared>,
-    channel: Channel,
+    channel: AuthChannel,
     /// Who reports (for the server's minimum_reporters): host, process and a random part.
     reporter_id: Arc<str>,
 }
@@ -249,7 +249,7 @@ fn instance_id() -> String {
 
 impl Reporter {
     /// A reporter over `channel` with no task: batches go out on [`Reporter::flush`].
-    pub(crate) fn new(channel: Channel) -> Self {
+    pub(crate) fn new(channel: AuthChannel) -> Self {
         Self {
             shared: Arc::default(),
             channel,
@@ -435,7 +435,9 @@ mod tests {
     }
 
     fn lazy_reporter() -> Reporter {
-        Reporter::new(Channel::from_static("http://127.0.0.1:9").connect_lazy())
+        Reporter::new(AuthChannel::new(
+            tonic::transport::Channel::from_static("http://127.0.0.1:9").connect_lazy(),
+        ))
     }
 
     #[test]

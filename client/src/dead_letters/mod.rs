@@ -31,9 +31,9 @@
 //! - [`consumer`]: [`Consumer`], the claim / handle / ack-or-nack loop.
 use std::{collections::VecDeque, time::Duration};
 
+use crate::AuthChannel;
 use floodgate_proto::v1::{self as pb, dead_letters_client::DeadLettersClient};
 use futures::{StreamExt, stream::BoxStream};
-use tonic::transport::Channel;
 
 use crate::{Error, policy::wire_duration};
 
@@ -56,14 +56,14 @@ pub const MAX_IDS_PER_CALL: usize = 1_000;
 /// A handle on one queue of one namespace. Cheap to clone; clones share the connection.
 #[derive(Debug, Clone)]
 pub struct DeadLetterQueue {
-    grpc: DeadLettersClient<Channel>,
+    grpc: DeadLettersClient<AuthChannel>,
     namespace: String,
     queue: String,
     retry: RetryPolicy,
 }
 
 impl DeadLetterQueue {
-    pub(crate) fn new(channel: Channel, namespace: &str, queue: &str) -> Self {
+    pub(crate) fn new(channel: AuthChannel, namespace: &str, queue: &str) -> Self {
         let grpc = DeadLettersClient::new(channel)
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_DECODING_MESSAGE_SIZE);
@@ -93,7 +93,7 @@ impl DeadLetterQueue {
 
     /// The generated client (receive limit raised), for anything this handle does not
     /// cover.
-    pub fn grpc(&self) -> DeadLettersClient<Channel> {
+    pub fn grpc(&self) -> DeadLettersClient<AuthChannel> {
         self.grpc.clone()
     }
 

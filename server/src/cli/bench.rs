@@ -13,6 +13,7 @@ use std::{
 };
 
 use anyhow::Context;
+use floodgate_client::AuthChannel;
 use floodgate_client::{Client, Error};
 use floodgate_proto::{
     envoy::{
@@ -27,7 +28,6 @@ use floodgate_proto::{
 use hdrhistogram::Histogram;
 use serde_json::json;
 use tokio::time::Instant;
-use tonic::transport::Channel;
 
 use super::{
     common::{ServerArgs, explain, human_duration},
@@ -58,7 +58,9 @@ Examples:
   floodgate bench --duration 3s
   floodgate bench --concurrency 16 --algorithm sliding_log --limit 100/s --json
   floodgate bench --server-pid $(pgrep -n floodgate)
-  floodgate bench --api rls --namespace bench --duration 5s")]
+  floodgate bench --api rls --namespace bench --duration 5s
+  floodgate bench --attack-watches 1000 --attack-slow-loris 200 --attack-oversize 4
+    (the attack's Watch streams need a [breakers.default] table on the server)")]
 pub struct BenchArgs {
     #[command(flatten)]
     server: ServerArgs,
@@ -106,6 +108,9 @@ pub struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Hostile clients running during the whole bench (compare with a run without them).
+    #[command(flatten)]
+    attack: super::attack::AttackArgs,
 }
 
 /// The RPC a bench drives.
@@ -134,7 +139,7 @@ fn rls_request(domain: &str, key: String) -> RateLimitRequest {
 
 /// One closed-loop ShouldRateLimit task: returns its latency histogram (microseconds).
 async fn rls_task(
-    mut rls: RateLimitServiceClient<Channel>,
+    mut rls: RateLimitServiceClient<AuthChannel>,
     plan: Arc<Plan>,
     counters: Arc<Counters>,
     seed: u64,
@@ -280,7 +285,7 @@ fn error_text(e: Error) -> String {
 
 /// One closed-loop task: returns its latency histogram (microseconds).
 async fn task(
-    mut rl: RateLimiterClient<Channel>,
+    mut rl: RateLimiterClient<AuthChannel>,
     plan: Arc<Plan>,
     counters: Arc<Counters>,
     seed: u64,
@@ -460,7 +465,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let clients =
         futures::future::try_join_all((0..connections).map(|_| args.server.connect())).await?;
     if args.api == Api::Rls {
-        let mut probe = RateLimitServiceClient::new(clients[0].channel().clone());
+        let mut probe = RateLimitServiceClient::new(clients[0].transport().clone());
         let request = rls_request(&args.namespace, "bench:0".into());
         match tokio::time::timeout(args.server.timeout, probe.should_rate_limit(request)).await {
             Ok(Ok(r))
@@ -521,6 +526,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         ),
     }
 
+    let attack = if args.attack.any() {
+        Some(super::attack::Attack::start(&args.server, &args.namespace, &args.attack).await?)
+    } else {
+        None
+    };
     eprintln!(
         "floodgate bench: {} tasks over {connections} connections to {url}\n  \
          {description} on {} key{} in namespace {}, {} after {} warmup",
@@ -560,7 +570,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                     seed,
                 )),
                 Api::Rls => tokio::spawn(rls_task(
-                    RateLimitServiceClient::new(client.channel().clone()),
+                    RateLimitServiceClient::new(client.transport().clone()),
                     plan.clone(),
                     counters.clone(),
                     seed,
@@ -626,6 +636,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if interrupted {
         eprintln!("  interrupted: reporting what was measured so far");
+    }
+    if let Some(a) = attack {
+        eprintln!("  {}", a.describe());
     }
 
     // Every task ends within one request timeout of `stop`; abort any that do not.

@@ -6,12 +6,12 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use floodgate_client::AuthChannel;
 use floodgate_client::{
     Error,
     proto::v1::{self as pb, BreakerState, circuit_breakers_client::CircuitBreakersClient},
 };
 use serde_json::json;
-use tonic::transport::Channel;
 
 use super::common::{ServerArgs, human_duration, millis};
 
@@ -116,7 +116,7 @@ pub async fn run(args: BreakerArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn client(server: &ServerArgs) -> anyhow::Result<CircuitBreakersClient<Channel>> {
+async fn client(server: &ServerArgs) -> anyhow::Result<CircuitBreakersClient<AuthChannel>> {
     Ok(CircuitBreakersClient::new(server.channel().await?))
 }
 

@@ -1,9 +1,8 @@
 //! What the client subcommands (`acquire`, `limit`, `bench`) share: the `--server` flag,
 //! connecting, turning client errors into messages with a hint, and durations for people.
-use std::{error::Error as StdError, time::Duration};
+use std::{error::Error as StdError, path::PathBuf, time::Duration};
 
-use floodgate_client::{Client, Error};
-use tonic::transport::{Channel, Endpoint};
+use floodgate_client::{AuthChannel, Client, Error, Tls};
 
 /// The default server, as `floodgate serve` listens by default.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
@@ -18,6 +17,20 @@ pub struct ServerArgs {
     /// Give up on a call after this long, e.g. "5s" or "500ms".
     #[arg(long, default_value = "5s", value_parser = parse_timeout)]
     pub timeout: Duration,
+    /// Bearer token for a server with `[[tokens]]` (`floodgate token new` makes one).
+    /// Prefer the environment variable: a flag shows in `ps`.
+    #[arg(long, env = "FLOODGATE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// CA certificates (PEM) that an https:// server's certificate must chain to
+    /// [default: the system roots].
+    #[arg(long, env = "FLOODGATE_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for servers that require mutual TLS; needs --client-key.
+    #[arg(long, env = "FLOODGATE_CLIENT_CERT", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// Private key (PEM) of --client-cert.
+    #[arg(long, env = "FLOODGATE_CLIENT_KEY", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
 }
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {
@@ -34,11 +47,33 @@ impl ServerArgs {
         server_url(&self.server)
     }
 
+    /// The TLS settings of the flags; `None` when none is given.
+    fn tls(&self) -> Result<Option<Tls>, Error> {
+        let mut tls = Tls::default();
+        if let Some(ca) = &self.ca_file {
+            tls = tls.ca_file(ca)?;
+        }
+        if let (Some(c), Some(k)) = (&self.client_cert, &self.client_key) {
+            tls = tls.identity_files(c, k)?;
+        }
+        let any = self.ca_file.is_some() || self.client_cert.is_some();
+        Ok(any.then_some(tls))
+    }
+
     /// Connects to the server, failing with a message that says how to fix it.
     pub async fn connect(&self) -> anyhow::Result<Client> {
         let url = self.url();
-        match tokio::time::timeout(self.timeout, Client::connect(&url)).await {
-            Ok(Ok(c)) => Ok(c),
+        let connect = async {
+            match self.tls()? {
+                Some(tls) => Client::connect_tls(&url, &tls).await,
+                None => Client::connect(&url).await,
+            }
+        };
+        match tokio::time::timeout(self.timeout, connect).await {
+            Ok(Ok(c)) => match &self.token {
+                None => Ok(c),
+                Some(t) => c.with_token(t).map_err(token_error),
+            },
             Ok(Err(e)) => Err(explain(&url, &e, &[])),
             Err(_) => Err(anyhow::anyhow!(
                 "cannot connect to {url}: no answer within {}\n{}",
@@ -50,26 +85,8 @@ impl ServerArgs {
 
     /// Connects a bare channel, for the generated clients [`Client`] does not wrap (e.g.
     /// `CircuitBreakersClient`); fails like [`ServerArgs::connect`].
-    pub async fn channel(&self) -> anyhow::Result<Channel> {
-        let url = self.url();
-        let endpoint = Endpoint::from_shared(url.clone())
-            .map(|e| e.connect_timeout(self.timeout).tcp_nodelay(true))
-            .map_err(|e| {
-                let e = Error::InvalidEndpoint {
-                    endpoint: url.clone(),
-                    message: e.to_string(),
-                };
-                explain(&url, &e, &[])
-            })?;
-        match tokio::time::timeout(self.timeout, endpoint.connect()).await {
-            Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => Err(explain(&url, &Error::Connect(e), &[])),
-            Err(_) => Err(anyhow::anyhow!(
-                "cannot connect to {url}: no answer within {}\n{}",
-                human_duration(self.timeout),
-                CONNECT_HINT
-            )),
-        }
+    pub async fn channel(&self) -> anyhow::Result<AuthChannel> {
+        Ok(self.connect().await?.transport().clone())
     }
 
     /// Runs one call with the `--timeout` deadline; `flags` maps the server's field paths
@@ -90,6 +107,12 @@ impl ServerArgs {
             )),
         }
     }
+}
+
+fn token_error(e: Error) -> anyhow::Error {
+    anyhow::anyhow!(
+        "--token: {e}\nhint: pass the token `floodgate token new` printed (fgt_…), e.g. FLOODGATE_TOKEN=fgt_…"
+    )
 }
 
 const CONNECT_HINT: &str = "hint: is `floodgate serve` running there? Point --server (or \
@@ -134,14 +157,31 @@ pub fn flag_for_field<'a>(message: &str, flags: &[(&str, &'a str)]) -> Option<&'
 /// A client error as one message for people, with a hint how to fix it.
 pub fn explain(url: &str, e: &Error, flags: &[(&str, &str)]) -> anyhow::Error {
     let text = match e {
+        Error::InvalidEndpoint { endpoint, message } if message.contains("https://") => format!(
+            "--server {endpoint:?}: {message}\n\
+             hint: --ca-file and --client-cert are for TLS servers; use --server https://HOST:PORT"
+        ),
         Error::InvalidEndpoint { endpoint, message } => format!(
             "--server {endpoint:?} is not a usable URL: {message}\n\
              hint: use a URL such as http://127.0.0.1:50051"
         ),
-        Error::Connect(t) => format!(
-            "cannot connect to {url}: {}\n{CONNECT_HINT}",
-            error_chain(t).trim_start_matches("transport error: ")
-        ),
+        Error::InvalidTls { message } => {
+            format!("{message}\nhint: --ca-file, --client-cert and --client-key take PEM files")
+        }
+        Error::Connect(t) => {
+            let chain = error_chain(t);
+            let hint = if chain.contains("certificate") || chain.contains("InvalidCertificate") {
+                "hint: the server's certificate is not trusted: pass its CA with --ca-file \
+                 (or FLOODGATE_CA_FILE); a server that requires client certificates needs \
+                 --client-cert and --client-key"
+            } else {
+                CONNECT_HINT
+            };
+            format!(
+                "cannot connect to {url}: {}\n{hint}",
+                chain.trim_start_matches("transport error: ")
+            )
+        }
         Error::InvalidArgument(m) => {
             let hint = match flag_for_field(m, flags) {
                 Some(flag) => format!("hint: fix {flag}"),
@@ -153,9 +193,17 @@ pub fn explain(url: &str, e: &Error, flags: &[(&str, &str)]) -> anyhow::Error {
             "not found: {m}\nhint: --policy takes a policy name from the server's configuration \
              ([policies.NAME]); or give the limit inline with --limit, e.g. --limit 10/s"
         ),
+        Error::PermissionDenied(m) if m.contains("token") => format!(
+            "the server refused: {m}\nhint: the token's role or namespaces do not cover this; \
+             ask for a token with the role and namespaces it needs (README \"Security\")"
+        ),
         Error::PermissionDenied(m) => format!(
             "the server refused: {m}\nhint: this server has inline_policies = false; name one \
              of its configured policies with --policy NAME instead of --limit"
+        ),
+        Error::Unauthenticated(m) => format!(
+            "{url} requires a valid token: {m}\nhint: pass --token or set FLOODGATE_TOKEN to a \
+             token from `floodgate token new` that is in the server's [[tokens]]"
         ),
         Error::Unavailable(m) => format!(
             "{url} is unavailable: {m}\nhint: the server or its store (Redis) is down or \

@@ -9,14 +9,19 @@
 //! - [`status`]: `status` (what a server runs) and `top` (the keys denied most).
 //! - [`dlq`]: dead-letter queues: `stats`, `list`, `show`, `replay`, `redrive`, `archive`,
 //!   `restore`, `purge`.
+//! - [`token`]: `token new`, a bearer token and its `[[tokens]]` table.
+//! - [`audit`]: print the audit trail of operator and admin actions.
 //! - [`migrate`]: bring a Redis's floodgate schema up to this binary's (`migrations/`).
 //! - [`policy_args`]: the policy flags (`--policy`, `--limit 10/s`, ...) and their parser.
+//! - [`attack`]: hostile clients for `bench --attack-*` and the hostile-client tests.
 //! - [`common`]: `--server`, connecting, error messages with hints, durations for people.
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 pub mod acquire;
+pub mod attack;
+pub mod audit;
 pub mod bench;
 pub mod breaker;
 pub mod common;
@@ -26,6 +31,7 @@ pub mod migrate;
 pub mod policy_args;
 pub mod serve;
 pub mod status;
+pub mod token;
 
 /// floodgate: fleet-wide rate limits, leases and breakers over gRPC.
 #[derive(Debug, Parser)]
@@ -57,6 +63,10 @@ pub enum Command {
     Top(status::TopArgs),
     /// Inspect, replay, redrive, archive or purge dead-letter queues.
     Dlq(dlq::DlqArgs),
+    /// Make bearer tokens for servers with authentication.
+    Token(token::TokenArgs),
+    /// Print the audit trail: operator and admin actions and refused attempts.
+    Audit(audit::AuditArgs),
 }
 
 /// Parses the process arguments and runs the subcommand; errors print as `error: …`.
@@ -90,6 +100,8 @@ pub fn main() -> ExitCode {
             Command::Status(a) => status::status(a).await,
             Command::Top(a) => status::top(a).await,
             Command::Dlq(a) => dlq::run(a).await,
+            Command::Token(a) => token::run(a).await,
+            Command::Audit(a) => audit::run(a).await,
         }
     });
     match result {

@@ -58,6 +58,14 @@ pub struct ServeArgs {
     /// migrations at start (as `floodgate migrate` would) instead of refusing to start.
     #[arg(long, env = "FLOODGATE_AUTO_MIGRATE")]
     pub auto_migrate: bool,
+    /// Serve without tokens on a non-loopback address: anyone who can reach the port may
+    /// do everything (purge queues, force breakers open). Without it such a server refuses
+    /// to start; configure `[[tokens]]` instead (`floodgate token new`).
+    #[arg(long, env = "FLOODGATE_INSECURE")]
+    pub insecure: bool,
+    /// TLS of the gRPC server and of Redis.
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
     /// Log format.
     #[arg(long, env = "FLOODGATE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -251,11 +259,46 @@ fn spawn_schema_watch(store: RedisStore, schema: Schema, auto_migrate: bool) {
     });
 }
 
+/// How long `serve` waits for its first Redis connection before starting without one.
+const FIRST_CONNECT: Duration = Duration::from_secs(3);
+
+/// The start-up checks of a connected Redis: its eviction policy (warned about) and the
+/// schema (initialised, migrated or refused).
+async fn check_store(
+    store: &RedisStore,
+    schema: &Schema,
+    auto_migrate: bool,
+    command: &str,
+    shown: &str,
+) -> anyhow::Result<()> {
+    match store.maxmemory_policy().await {
+        Some(p) if p.starts_with("volatile-") => warn!(
+            maxmemory_policy = %p,
+            "Redis may EVICT floodgate's limit and lease keys under memory pressure (they all have a TTL, so volatile-* picks them; limits would reset and over-admit); set maxmemory-policy to noeviction"
+        ),
+        Some(p) if crate::store::redis::eviction_can_drop_keys(&p) => warn!(
+            maxmemory_policy = %p,
+            "Redis may EVICT any of floodgate's keys under memory pressure (limits would reset and over-admit, leases vanish); set maxmemory-policy to noeviction"
+        ),
+        Some(p) => {
+            info!(maxmemory_policy = %p, "Redis eviction policy keeps floodgate's keys")
+        }
+        None => info!(
+            "could not read Redis's maxmemory-policy (CONFIG GET refused); check that it is noeviction or volatile-*"
+        ),
+    }
+    ensure_schema(store, schema, auto_migrate, command, shown).await
+}
+
 async fn serve_with<S: Store>(
     store: S,
     config: Config,
     watch: Option<(Option<PathBuf>, Overrides)>,
+    connected: bool,
+    tls: Option<crate::tls::ServerTls>,
 ) -> anyhow::Result<()> {
+    // Read before binding: a bad file fails the start with its name.
+    let tls = tls.map(crate::tls::Reloading::start).transpose()?;
     let listener = TcpListener::bind(config.listen).await.with_context(|| {
         format!(
             "cannot listen on {} (is another server running there?)",
@@ -272,7 +315,7 @@ async fn serve_with<S: Store>(
         })?;
     let addr = listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
-    info!(store = %store.describe(), policies = config.policies.len(), "gRPC listening on {addr}");
+    info!(store = %store.describe(), policies = config.policies.len(), tls = tls.is_some(), "gRPC listening on {addr}");
     if let Some(p) = &config.rls.path {
         info!(
             rls_config = %p.display(),
@@ -288,6 +331,10 @@ async fn serve_with<S: Store>(
     }
     crate::metrics::spawn_breaker_state_gauge(store.breaker_events());
     let state = AppState::new(store, config);
+    state.spawn_store_probe();
+    if !connected {
+        crate::store::guard::start_open(&state.guard);
+    }
     crate::top::spawn_flusher(state.clone());
     crate::queue_watch::spawn(state.clone());
     if let Some((path, overrides)) = watch {
@@ -308,7 +355,7 @@ async fn serve_with<S: Store>(
         http_listener,
         wait(stopped.clone()),
     ));
-    server::run(state, listener, wait(stopped)).await?;
+    server::run(state, listener, tls, wait(stopped)).await?;
     http.await??;
     Ok(())
 }
@@ -325,46 +372,65 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         rls_config: args.rls_config,
     };
     let config = Config::load(args.config.as_deref(), overrides.clone())?;
+    crate::auth::check_exposure(config.listen, &config.tokens, args.insecure)?;
+    let (server_tls, redis_tls) = args.tls.over(Some(&config.tls)).split()?;
     // Reloaded when the TOML file or the rate limit files change (or on SIGHUP).
     let watch = (args.config.is_some() || config.rls.path.is_some())
         .then(|| (args.config.clone(), overrides));
     match config.redis_url.clone() {
         Some(url) => {
             let shown = crate::store::redis::redact(&url);
-            let connect =
-                RedisStore::connect(&url, config.redis_connection, config.redis_pool_size);
-            let store = tokio::time::timeout(Duration::from_secs(10), connect)
-                .await
-                .map_err(|_| anyhow::anyhow!("Redis at {shown} accepted the connection but did not answer within 10s"))?
-                .with_context(|| format!("cannot connect to Redis at {shown}; is it running? (or omit --redis to serve from memory)"))?;
-            info!(store = %store.describe(), mode = ?config.redis_connection, "serving from Redis: limits are shared by every server on it");
-            match store.maxmemory_policy().await {
-                Some(p) if p.starts_with("volatile-") => warn!(
-                    maxmemory_policy = %p,
-                    "Redis may EVICT floodgate's limit and lease keys under memory pressure (they all have a TTL, so volatile-* picks them; limits would reset and over-admit); set maxmemory-policy to noeviction"
-                ),
-                Some(p) if crate::store::redis::eviction_can_drop_keys(&p) => warn!(
-                    maxmemory_policy = %p,
-                    "Redis may EVICT any of floodgate's keys under memory pressure (limits would reset and over-admit, leases vanish); set maxmemory-policy to noeviction"
-                ),
-                Some(p) => {
-                    info!(maxmemory_policy = %p, "Redis eviction policy keeps floodgate's keys")
-                }
-                None => info!(
-                    "could not read Redis's maxmemory-policy (CONFIG GET refused); check that it is noeviction or volatile-*"
-                ),
-            }
+            let certs = if url.starts_with("rediss") || redis_tls != Default::default() {
+                Some(crate::tls::redis_certificates(&redis_tls)?)
+            } else {
+                None
+            };
+            let store =
+                RedisStore::new_tls(&url, config.redis_connection, config.redis_pool_size, certs)
+                    .with_context(|| format!("cannot use --redis {shown}"))?;
+            let first = tokio::time::timeout(FIRST_CONNECT, store.reconnect()).await;
             let schema = Schema::new(&crate::keys::Keys::new(config.key_prefix.clone()));
             let mut command = format!("floodgate migrate --redis {shown}");
             if let Some(path) = &args.config {
                 command.push_str(&format!(" --config {}", path.display()));
             }
-            ensure_schema(&store, &schema, args.auto_migrate, &command, &shown).await?;
+            if let Ok(Err(e)) = &first
+                && e.is_misconfiguration()
+            {
+                anyhow::bail!(
+                    "cannot connect to Redis at {shown}: {e} (a password, TLS or URL problem; fix the settings)"
+                );
+            }
+            let connected = matches!(first, Ok(Ok(())));
+            if connected {
+                info!(store = %store.describe(), mode = ?config.redis_connection, "serving from Redis: limits are shared by every server on it");
+                check_store(&store, &schema, args.auto_migrate, &command, &shown).await?;
+            } else {
+                let why = match first {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!("no answer within {FIRST_CONNECT:?}"),
+                };
+                warn!(
+                    error = %why,
+                    "cannot reach Redis at {shown}: starting anyway, NOT ready (/readyz 503) and answering from fail modes until it answers; connecting in the background"
+                );
+                let (store, schema, auto) = (store.clone(), schema.clone(), args.auto_migrate);
+                tokio::spawn(async move {
+                    while store.ping().await.is_err() {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                    info!(store = %store.describe(), "connected to Redis");
+                    if let Err(e) = check_store(&store, &schema, auto, &command, &shown).await {
+                        tracing::error!("{e:#}");
+                        std::process::exit(1);
+                    }
+                });
+            }
             spawn_schema_watch(store.clone(), schema, args.auto_migrate);
             store.start_event_relay(
                 crate::keys::Keys::new(config.key_prefix.clone()).breaker_channel(),
             );
-            serve_with(store, config, watch).await?;
+            serve_with(store, config, watch, connected, server_tls.clone()).await?;
         }
         None => {
             let store = MemoryStore::default();
@@ -372,7 +438,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             warn!(
                 "serving from memory: limits are NOT shared with other servers and vanish on restart; pass --redis URL for a fleet"
             );
-            serve_with(store, config, watch).await?;
+            serve_with(store, config, watch, true, server_tls.clone()).await?;
         }
     }
     info!("stopped");

@@ -475,7 +475,7 @@ impl<S: Store> RateLimitService for RlsService<S> {
     ) -> Result<Response<RateLimitResponse>, Status> {
         observed("ShouldRateLimit", async move {
             let req = request.into_inner();
-            annotate(&req.domain, None);
+            annotate(&req.domain, None)?;
             Ok(Response::new(self.answer(req).await?))
         })
         .await

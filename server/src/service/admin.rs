@@ -1,4 +1,5 @@
-//! `floodgate.v1.Admin`: operator actions and views (ResetLimit, ServerStatus, TopKeys).
+//! `floodgate.v1.Admin`: operator actions and views (ResetLimit, ServerStatus, TopKeys,
+//! AuditLog).
 use std::{collections::BTreeSet, sync::Arc};
 
 use floodgate_core::{Algorithm, FailMode, Policy};
@@ -40,6 +41,7 @@ fn wire_policy(p: &Policy) -> pb::Policy {
         fail_mode: fail_mode as i32,
         lease_ttl: cc.then(|| to_duration(p.lease_ttl())),
         shadow: p.shadow(),
+        local_share: p.local_share().unwrap_or(0.0),
     }
 }
 
@@ -65,7 +67,7 @@ impl<S: Store> Admin for AdminService<S> {
     ) -> Result<Response<pb::ResetLimitResponse>, Status> {
         observed("ResetLimit", async move {
             let req = request.into_inner();
-            annotate(&req.namespace, None);
+            annotate(&req.namespace, None)?;
             let plan = validate::status_plan(
                 &req.namespace,
                 req.check.as_ref(),
@@ -89,7 +91,7 @@ impl<S: Store> Admin for AdminService<S> {
     ) -> Result<Response<pb::ServerStatusResponse>, Status> {
         observed("ServerStatus", async move {
             let req = request.into_inner();
-            annotate(&req.namespace, None);
+            annotate(&req.namespace, None)?;
             let st = &self.state;
             let config = st.config.load();
             let mut policies: Vec<pb::PolicySummary> = config
@@ -210,7 +212,7 @@ impl<S: Store> Admin for AdminService<S> {
     ) -> Result<Response<pb::TopKeysResponse>, Status> {
         observed("TopKeys", async move {
             let req = request.into_inner();
-            annotate(&req.namespace, None);
+            annotate(&req.namespace, None)?;
             validate::namespace_rule(&req.namespace)?;
             let minutes = match req.minutes {
                 0 => 5,
@@ -253,6 +255,40 @@ impl<S: Store> Admin for AdminService<S> {
                 })
                 .collect();
             Ok(Response::new(pb::TopKeysResponse { keys }))
+        })
+        .await
+    }
+
+    async fn audit_log(
+        &self,
+        request: Request<pb::AuditLogRequest>,
+    ) -> Result<Response<pb::AuditLogResponse>, Status> {
+        observed("AuditLog", async move {
+            let req = request.into_inner();
+            let limit = match req.limit {
+                0 => 100,
+                l @ 1..=1000 => l as usize,
+                _ => {
+                    return Err(Error::Invalid("limit: must be between 1 and 1000".into()).into());
+                }
+            };
+            // A token sees the entries of its own namespaces only: every namespace an
+            // entry names must be granted (entries naming none need a `*` grant).
+            let visible = |ns: &str| {
+                if ns.is_empty() {
+                    crate::auth::may_see("")
+                } else {
+                    ns.split(',').all(crate::auth::may_see)
+                }
+            };
+            let entries = crate::audit::read(&self.state, crate::audit::AUDIT_MAX_LEN)
+                .await?
+                .into_iter()
+                .filter(|(_, e)| visible(&e.namespace))
+                .take(limit)
+                .map(|(id, e)| e.to_wire(id))
+                .collect();
+            Ok(Response::new(pb::AuditLogResponse { entries }))
         })
         .await
     }

@@ -215,7 +215,7 @@ impl<S: Store> CircuitBreakers for CircuitBreakersService<S> {
     ) -> Result<Response<pb::ReportResponse>, Status> {
         observed("Report", async move {
             let req = request.into_inner();
-            annotate(&req.namespace, None);
+            annotate(&req.namespace, None)?;
             validate::namespace_rule(&req.namespace)?;
             if req.reports.is_empty() || req.reports.len() > MAX_REPORTS {
                 return Err(invalid(
@@ -254,9 +254,16 @@ impl<S: Store> CircuitBreakers for CircuitBreakersService<S> {
             for ((b, _), r) in planned.iter().zip(results) {
                 let r = match r {
                     Ok(r) => r,
+                    // DESIGN "Failure": Report never blocks; a lost report is counted.
                     Err(e) => {
-                        metrics::breaker_report("failed");
-                        return Err(e.into());
+                        tracing::debug!(error = %e, breaker = %b.name, "breaker report dropped");
+                        metrics::breaker_report("dropped");
+                        out.push(pb::BreakerReportResult {
+                            breaker: b.name.clone(),
+                            dropped: true,
+                            ..Default::default()
+                        });
+                        continue;
                     }
                 };
                 metrics::breaker_report(if r.result.accepted {
@@ -270,6 +277,7 @@ impl<S: Store> CircuitBreakers for CircuitBreakersService<S> {
                     accepted: r.result.accepted,
                     state: wire_state(r.result.state) as i32,
                     generation: r.result.generation,
+                    dropped: false,
                 });
             }
             Ok(Response::new(pb::ReportResponse { results: out }))
@@ -283,7 +291,7 @@ impl<S: Store> CircuitBreakers for CircuitBreakersService<S> {
     ) -> Result<Response<pb::BreakerInfo>, Status> {
         observed("GetBreaker", async move {
             let req = request.into_inner();
-            annotate(&req.namespace, Some(&req.breaker));
+            annotate(&req.namespace, Some(&req.breaker))?;
             let b = self.planned("breaker", &req.namespace, &req.breaker)?;
             Ok(Response::new(self.get(&b).await?))
         })
@@ -296,7 +304,7 @@ impl<S: Store> CircuitBreakers for CircuitBreakersService<S> {
     ) -> Result<Response<pb::ListBreakersResponse>, Status> {
         observed("ListBreakers", async move {
             let req = request.into_inner();
-            annotate(&req.namespace, None);
+            annotate(&req.namespace, None)?;
             validate::namespace_rule(&req.namespace)?;
             let config = self.state.config.load();
             let index = self.state.keys.breaker_index(&req.namespace);
@@ -329,7 +337,7 @@ impl<S: Store> CircuitBreakers for CircuitBreakersService<S> {
     ) -> Result<Response<pb::BreakerInfo>, Status> {
         observed("SetBreakerState", async move {
             let req = request.into_inner();
-            annotate(&req.namespace, Some(&req.breaker));
+            annotate(&req.namespace, Some(&req.breaker))?;
             let b = self.planned("breaker", &req.namespace, &req.breaker)?;
             let to = model_state(req.state).ok_or_else(|| {
                 invalid(
@@ -359,7 +367,7 @@ impl<S: Store> CircuitBreakers for CircuitBreakersService<S> {
     ) -> Result<Response<pb::BreakerHistoryResponse>, Status> {
         observed("BreakerHistory", async move {
             let req = request.into_inner();
-            annotate(&req.namespace, Some(&req.breaker));
+            annotate(&req.namespace, Some(&req.breaker))?;
             let b = self.planned("breaker", &req.namespace, &req.breaker)?;
             let limit = match req.limit as usize {
                 0 => HISTORY_DEFAULT,
@@ -387,8 +395,13 @@ impl<S: Store> CircuitBreakers for CircuitBreakersService<S> {
         request: Request<pb::WatchBreakersRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         observed("Watch", async move {
+            // Held by the relay task: freed when the stream ends.
+            let slot = self
+                .state
+                .watch_slots
+                .take(request.remote_addr(), &self.state.config.load().limits)?;
             let req = request.into_inner();
-            annotate(&req.namespace, None);
+            annotate(&req.namespace, None)?;
             validate::namespace_rule(&req.namespace)?;
             if req.breakers.is_empty() || req.breakers.len() > MAX_WATCHED {
                 return Err(invalid(
@@ -412,7 +425,10 @@ impl<S: Store> CircuitBreakers for CircuitBreakersService<S> {
             let (tx, rx) = mpsc::channel(64);
             let state = self.state.clone();
             let first = self.current(&planned).await?;
-            tokio::spawn(relay_watch(state, planned, first, events, tx));
+            tokio::spawn(async move {
+                let _slot = slot;
+                relay_watch(state, planned, first, events, tx).await
+            });
             let stream: EventStream = Box::pin(ReceiverStream::new(rx));
             Ok(Response::new(stream))
         })

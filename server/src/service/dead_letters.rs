@@ -178,7 +178,7 @@ struct Page {
 
 impl<S: Store> DeadLettersService<S> {
     fn queue(&self, ns: &str, name: &str) -> Result<PlannedQueue, Error> {
-        annotate(ns, Some(name));
+        annotate(ns, Some(name))?;
         validate::namespace_rule(ns)?;
         validate_policy_name(name)
             .map_err(|_| invalid("queue", "must be 1-64 characters of [A-Za-z0-9_.-]"))?;

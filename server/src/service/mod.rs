@@ -36,11 +36,14 @@ pub(crate) async fn observed<T>(
 }
 
 /// Records the request's namespace and, when it has one, its (first) policy or breaker on
-/// the current RPC span, so every log line of the call carries them.
-pub(crate) fn annotate(namespace: &str, policy: Option<&str>) {
+/// the current RPC span, so every log line of the call carries them; and checks that the
+/// caller's token may use the namespace ([`crate::auth::allow_namespace`]). Every RPC
+/// calls this for each namespace it names before touching state.
+pub(crate) fn annotate(namespace: &str, policy: Option<&str>) -> Result<(), crate::error::Error> {
     let span = tracing::Span::current();
     span.record("namespace", namespace);
     if let Some(p) = policy {
         span.record("policy", p);
     }
+    crate::auth::allow_namespace(namespace)
 }

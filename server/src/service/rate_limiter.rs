@@ -54,10 +54,10 @@ impl<S: Store> RateLimiter for RateLimiterService<S> {
     ) -> Result<Response<pb::AcquireResponse>, Status> {
         observed("Acquire", async move {
             let req = request.into_inner();
-            annotate(&req.namespace, None);
+            annotate(&req.namespace, None)?;
             let plan = validate::acquire_plan(&req, &self.state.config.load(), &self.state.keys)?;
             if let Some(c) = plan.checks.first() {
-                annotate(&req.namespace, Some(&c.policy_ref));
+                annotate(&req.namespace, Some(&c.policy_ref))?;
             }
             let (decision, degraded) = self.state.decide(&plan).await?;
             for ((c, o), wire) in plan.checks.iter().zip(&decision.checks).zip(&req.checks) {
@@ -136,7 +136,7 @@ impl<S: Store> RateLimiter for RateLimiterService<S> {
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
         observed("Release", async move {
             let req = request.into_inner();
-            annotate(&req.namespace, None);
+            annotate(&req.namespace, None)?;
             let lease =
                 validate::lease_target(&req.namespace, &req.key, &req.lease_id, &self.state.keys)?;
             let released = self
@@ -157,7 +157,7 @@ impl<S: Store> RateLimiter for RateLimiterService<S> {
     ) -> Result<Response<pb::RenewResponse>, Status> {
         observed("Renew", async move {
             let req = request.into_inner();
-            annotate(&req.namespace, None);
+            annotate(&req.namespace, None)?;
             let lease =
                 validate::lease_target(&req.namespace, &req.key, &req.lease_id, &self.state.keys)?;
             let ttl = match validate::duration("ttl", req.ttl.as_ref())? {
@@ -191,7 +191,7 @@ impl<S: Store> RateLimiter for RateLimiterService<S> {
     ) -> Result<Response<pb::CheckResult>, Status> {
         observed("Status", async move {
             let req = request.into_inner();
-            annotate(&req.namespace, None);
+            annotate(&req.namespace, None)?;
             let plan = validate::status_plan(
                 &req.namespace,
                 req.check.as_ref(),

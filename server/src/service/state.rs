@@ -18,7 +18,11 @@ use crate::{
     error::Error,
     keys::Keys,
     metrics,
-    store::{AcquirePlan, PlannedBreaker, Store, StoreDecision, StoreError, memory::MemoryStore},
+    store::{
+        AcquirePlan, PlannedBreaker, Store, StoreDecision, StoreError,
+        guard::{self, StoreGuard},
+        memory::MemoryStore,
+    },
 };
 
 /// Shared by every service of one server.
@@ -42,7 +46,15 @@ pub struct AppState<S> {
     pub top: crate::top::TopCounter,
     /// When this server started (ServerStatus uptime).
     pub started: Instant,
+    /// The in-flight cap and breaker around every store call (`store::guard`).
+    pub guard: Arc<StoreGuard>,
+    /// Breaker Watch streams open, per connection and in total (`limits.max_watches*`).
+    pub watch_slots: Arc<crate::limits::WatchSlots>,
 }
+
+/// The least time the store probe gives a reconnect and PING (a short `store_timeout`
+/// would otherwise make a slow TCP handshake look like a dead Redis forever).
+const PROBE_DEADLINE_FLOOR: Duration = Duration::from_millis(250);
 
 /// How often this process rewrites a breaker's index entry.
 const NOTE_EVERY: Duration = Duration::from_secs(3600);
@@ -52,6 +64,7 @@ const MAX_NOTED: usize = 10_000;
 impl<S: Store> AppState<S> {
     /// State for `store` under `config`.
     pub fn new(store: S, config: Config) -> Arc<Self> {
+        let guard = Arc::new(StoreGuard::new(config.store_max_in_flight));
         Arc::new(Self {
             store,
             keys: Keys::new(config.key_prefix.clone()),
@@ -61,7 +74,30 @@ impl<S: Store> AppState<S> {
             noted: Default::default(),
             top: Default::default(),
             started: Instant::now(),
+            guard,
+            watch_slots: Default::default(),
         })
+    }
+
+    /// Starts the background probe that reconnects the store while the guard is open
+    /// (and makes the first connection when the store could not connect at start).
+    pub fn spawn_store_probe(self: &Arc<Self>) {
+        let state = Arc::downgrade(self);
+        guard::spawn_probe(self.guard.clone(), move || {
+            let state = state.clone();
+            async move {
+                let Some(st) = state.upgrade() else {
+                    return Err(StoreError::Unavailable("server stopped".into()));
+                };
+                let limit = st.config.load().store_timeout.max(PROBE_DEADLINE_FLOOR);
+                tokio::time::timeout(limit, async {
+                    st.store.reconnect().await?;
+                    st.store.ping().await
+                })
+                .await
+                .unwrap_or(Err(StoreError::Timeout(limit)))
+            }
+        });
     }
 
     /// Tells long-lived streams that the server is shutting down.
@@ -122,7 +158,8 @@ impl<S: Store> AppState<S> {
         }
     }
 
-    /// Runs one store call within `store_timeout`, recording its latency and any error.
+    /// Runs one store call within `store_timeout` through the guard (in-flight cap and
+    /// store breaker), recording its latency and any error.
     pub async fn timed<T>(
         &self,
         op: &'static str,
@@ -130,9 +167,7 @@ impl<S: Store> AppState<S> {
     ) -> Result<T, StoreError> {
         let timeout = self.config.load().store_timeout;
         let started = Instant::now();
-        let result = tokio::time::timeout(timeout, f)
-            .await
-            .unwrap_or(Err(StoreError::Timeout(timeout)));
+        let result = self.guard.run(timeout, f).await;
         metrics::store_call(op, started.elapsed(), result.as_ref().err());
         result
     }
@@ -143,9 +178,15 @@ impl<S: Store> AppState<S> {
         match self.timed("acquire", self.store.acquire(plan)).await {
             Ok(d) => Ok((d, false)),
             Err(e) => {
-                warn!(error = %e, "store failed; fail modes decide");
+                // While the guard is open every call lands here; its opening was logged once.
+                if matches!(e, StoreError::Unavailable(_)) {
+                    tracing::debug!(error = %e, "store unavailable; fail modes decide");
+                } else {
+                    warn!(error = %e, "store failed; fail modes decide");
+                }
                 metrics::degraded(match e {
                     StoreError::Timeout(_) => "timeout",
+                    StoreError::Unavailable(_) => "unavailable",
                     _ => "error",
                 });
                 let default = self.config.load().default_fail_mode;
@@ -226,8 +267,17 @@ impl<S: Store> AppState<S> {
         let mut leases = vec![None; plan.checks.len()];
         let mut allowed = true;
         if !local.is_empty() {
+            // Each server enforces its share of the limit alone (DESIGN "Failure").
+            let share = 1.0 / f64::from(self.config.load().fleet_size.max(1));
             let sub = AcquirePlan {
-                checks: local.iter().map(|&i| plan.checks[i].clone()).collect(),
+                checks: local
+                    .iter()
+                    .map(|&i| {
+                        let mut c = plan.checks[i].clone();
+                        c.policy = Arc::new(c.policy.local_part(share));
+                        c
+                    })
+                    .collect(),
                 request_record: None,
                 breakers: Vec::new(),
                 consume: plan.consume,

@@ -77,6 +77,15 @@ pub struct MemoryStore {
     clock: Arc<dyn Clock>,
     /// Breaker transitions, for Watch.
     events: broadcast::Sender<BreakerEvent>,
+    /// The audit trail: a bounded ring of (sequence, key, fields), oldest first.
+    audit: Arc<Mutex<AuditRing>>,
+}
+
+/// The memory store's audit ring and the sequence number of its next entry.
+#[derive(Debug, Default)]
+struct AuditRing {
+    next: u64,
+    entries: std::collections::VecDeque<(u64, String, crate::store::AuditRecord)>,
 }
 
 impl Default for MemoryStore {
@@ -92,6 +101,7 @@ impl MemoryStore {
             tables: Arc::default(),
             clock,
             events: broadcast::channel(1024).0,
+            audit: Arc::default(),
         }
     }
 
@@ -119,6 +129,7 @@ impl MemoryStore {
                     tables,
                     clock: clock.clone(),
                     events: broadcast::channel(1).0,
+                    audit: Arc::default(),
                 }
                 .sweep();
             }
@@ -659,6 +670,40 @@ impl Store for MemoryStore {
         self.breaker_index_add(index, member).await
     }
 
+    async fn audit_append(
+        &self,
+        key: &str,
+        fields: &[(&'static str, String)],
+        max_len: usize,
+    ) -> Result<(), StoreError> {
+        let mut ring = self.audit.lock();
+        let seq = ring.next;
+        ring.next += 1;
+        let fields = fields.iter().map(|(f, v)| ((*f).to_owned(), v.clone()));
+        let record = (seq.to_string(), fields.collect());
+        ring.entries.push_back((seq, key.to_owned(), record));
+        while ring.entries.len() > max_len.max(1) {
+            ring.entries.pop_front();
+        }
+        Ok(())
+    }
+
+    async fn audit_read(
+        &self,
+        key: &str,
+        count: usize,
+    ) -> Result<Vec<crate::store::AuditRecord>, StoreError> {
+        let ring = self.audit.lock();
+        Ok(ring
+            .entries
+            .iter()
+            .rev()
+            .filter(|(_, k, _)| k == key)
+            .take(count)
+            .map(|(_, _, record)| record.clone())
+            .collect())
+    }
+
     async fn queue_index(&self, index: &str) -> Result<Vec<String>, StoreError> {
         self.breaker_index(index).await
     }
@@ -668,6 +713,10 @@ impl Store for MemoryStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn reconnect(&self) -> Result<(), StoreError> {
         Ok(())
     }
 

@@ -12,6 +12,7 @@ use thiserror::Error;
 
 pub mod breaker;
 pub mod dlq;
+pub mod guard;
 pub mod memory;
 pub mod redis;
 
@@ -62,6 +63,9 @@ pub struct AcquirePlan {
     pub now: Option<Micros>,
 }
 
+/// One stored audit entry: its stream id and its fields.
+pub type AuditRecord = (String, Vec<(String, String)>);
+
 /// What a store decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreDecision {
@@ -93,12 +97,66 @@ pub enum StoreError {
     /// Redis answered something the script never returns.
     #[error("unexpected reply from the store: {0}")]
     Protocol(String),
+    /// The call was not made: no connection yet, the server's store breaker is open, or
+    /// too many calls are in flight (`store::guard`).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl StoreError {
     /// Whether retrying later may succeed.
     pub fn is_transient(&self) -> bool {
         !matches!(self, StoreError::Protocol(_))
+    }
+
+    /// Whether this failure is one waiting will not cure: the store was reached but refused
+    /// us (bad password, TLS certificate not trusted, a URL the driver rejects). `serve`
+    /// stops at start on these instead of waiting for the store in the background.
+    pub fn is_misconfiguration(&self) -> bool {
+        use ::redis::{ErrorKind, ServerErrorKind as S};
+        match self {
+            StoreError::Redis(e) => {
+                matches!(
+                    e.kind(),
+                    ErrorKind::AuthenticationFailed
+                        | ErrorKind::InvalidClientConfig
+                        | ErrorKind::Server(S::NoPerm)
+                ) || (e.is_io_error() && !e.is_connection_refusal() && !e.is_timeout() && {
+                    // rustls reports an untrusted certificate as an I/O error
+                    let text = e.to_string().to_ascii_lowercase();
+                    text.contains("certificate") || text.contains("tls")
+                })
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether this failure says the store itself is unwell (counts toward opening the
+    /// server's store breaker): timeouts, lost or refused connections, a replica refusing
+    /// writes, a cluster or master that is down or loading. A script's own error or a reply
+    /// we cannot read is not.
+    pub fn trips_guard(&self) -> bool {
+        use ::redis::{ErrorKind, ServerErrorKind as S};
+        match self {
+            StoreError::Timeout(_) | StoreError::Pool(_) => true,
+            StoreError::Protocol(_) | StoreError::Unavailable(_) => false,
+            StoreError::Redis(e) => {
+                e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || matches!(
+                        e.kind(),
+                        ErrorKind::Server(
+                            S::ReadOnly
+                                | S::ClusterDown
+                                | S::MasterDown
+                                | S::BusyLoading
+                                | S::TryAgain
+                        )
+                    )
+            }
+        }
     }
 }
 
@@ -180,6 +238,20 @@ pub trait Store: Send + Sync + 'static {
         &self,
         key: &str,
     ) -> impl Future<Output = Result<Vec<(String, u64)>, StoreError>> + Send;
+    /// Appends one entry (field, value pairs) to the audit stream `key`, keeping about
+    /// `max_len` entries (Redis `XADD MAXLEN ~`; the memory store keeps a ring).
+    fn audit_append(
+        &self,
+        key: &str,
+        fields: &[(&'static str, String)],
+        max_len: usize,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The newest `count` audit entries of `key`, newest first: (id, fields).
+    fn audit_read(
+        &self,
+        key: &str,
+        count: usize,
+    ) -> impl Future<Output = Result<Vec<AuditRecord>, StoreError>> + Send;
     /// The schema version the store holds (0 on the memory store, which has none).
     fn schema_version(
         &self,
@@ -307,6 +379,9 @@ pub trait Store: Send + Sync + 'static {
     fn breaker_events(&self) -> tokio::sync::broadcast::Receiver<BreakerEvent>;
     /// Checks that the store answers (readiness).
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Drops the connection(s) and connects afresh (following a Sentinel failover or a
+    /// half-open socket); called by the store guard's probe while the store fails.
+    fn reconnect(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// A short description for logs and status: `memory`, `redis redis://…`.
     fn describe(&self) -> String;
 }

@@ -81,14 +81,22 @@ pub(super) fn from_fields(
 /// Subscribes to `channel` and forwards every event to `tx`, reconnecting with backoff
 /// (100 ms doubling to 5 s) whenever the connection drops.
 pub(super) fn spawn_relay(
-    client: redis::Client,
+    target: std::sync::Arc<super::connection::Target>,
     channel: String,
     tx: broadcast::Sender<BreakerEvent>,
 ) {
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
+        // On a Cluster any node relays every PUBLISH; on failure the next seed is tried.
+        // Through Sentinel the master is asked for afresh on every attempt.
+        let mut attempt = 0;
         loop {
-            match relay(&client, &channel, &tx).await {
+            let result = match target.node_client(attempt).await {
+                Ok(client) => relay(&client, &channel, &tx).await,
+                Err(e) => Err(e),
+            };
+            attempt += 1;
+            match result {
                 Ok(()) => warn!(%channel, "breaker event subscription ended; resubscribing"),
                 Err(e) => {
                     warn!(%channel, error = %e, "breaker event subscription failed; retrying")

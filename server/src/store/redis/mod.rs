@@ -4,6 +4,7 @@
 //! - [`scripts`]: the assembled scripts.
 //! - `reply`: parsing the scripts' replies.
 //! - `dlq`: dead-letter queues (scripts, reads, redrive steps).
+//! - `refund`: Redis Cluster's reserve-then-refund of an Acquire split over slots.
 //! - `events`: relaying breaker transitions from Redis Pub/Sub to this server's watchers.
 //! - [`schema`]: the key layout's version and its migrations (`migrations/`).
 //!
@@ -15,12 +16,12 @@ use floodgate_core::{
     Algorithm, Micros,
     breaker::{BreakerConfig, State},
 };
-use redis::{
-    Script, ScriptInvocation,
-    aio::{ConnectionManager, ConnectionManagerConfig},
-};
+use std::sync::Arc;
+
+use redis::{Script, ScriptInvocation};
 use tokio::sync::broadcast;
 
+use self::connection::{Conn, Slot, Target};
 use self::schema::{Report, Schema, SchemaError, StoredSchema};
 use floodgate_core::dead_letters::{Message, QueueStats};
 
@@ -29,9 +30,14 @@ use super::{
     ReportCounts, ScanRange, Store, StoreDecision, StoreError, StoredLetter,
 };
 
+pub mod connection;
 mod dlq;
 mod events;
+mod refund;
 mod reply;
+mod split;
+
+pub use split::hash_slot;
 pub mod schema;
 pub mod scripts;
 
@@ -46,21 +52,42 @@ pub enum ConnectionMode {
     Pool,
 }
 
-#[derive(Clone)]
-enum Conn {
-    Multiplexed(ConnectionManager),
-    Pool(deadpool_redis::Pool),
+/// Runs `$body` with `$c` bound to a `&mut` connection of whatever kind the store holds;
+/// `$err` turns a pool checkout failure into the caller's error type.
+macro_rules! with_conn {
+    ($self:ident, $err:expr, |$c:ident| $body:expr) => {{
+        let conn = $self.slot.get()?;
+        match &*conn {
+            Conn::Multiplexed(m) => {
+                let $c = &mut m.clone();
+                $body
+            }
+            Conn::Cluster(m) => {
+                let $c = &mut m.clone();
+                $body
+            }
+            Conn::Pool(p) => {
+                let mut pooled = p.get().await.map_err(|e| $err(e.to_string()))?;
+                let $c = &mut pooled;
+                $body
+            }
+        }
+    }};
 }
 
 /// Limit state in Redis.
 #[derive(Clone)]
 pub struct RedisStore {
-    /// The connection(s).
-    conn: Conn,
+    /// The connection(s); empty until the first connection succeeds.
+    slot: Slot,
+    /// Where Redis is.
+    target: Arc<Target>,
+    /// How to connect.
+    mode: ConnectionMode,
+    /// Pool size in pool mode.
+    pool_size: usize,
     /// The URL, password removed, for logs.
     url: String,
-    /// For the Pub/Sub connection of the breaker event relay.
-    client: redis::Client,
     /// Breaker transitions from every server, once the relay runs.
     events: broadcast::Sender<BreakerEvent>,
 }
@@ -82,40 +109,56 @@ pub fn redact(url: &str) -> String {
 }
 
 impl RedisStore {
-    /// Connects to `url` (`redis://host:port/db`) and loads the scripts.
+    /// A store for `url` (any form of [`Target::parse`]) that is not connected yet; calls
+    /// fail with [`StoreError::Unavailable`] until [`Store::reconnect`] succeeds.
+    pub fn new(url: &str, mode: ConnectionMode, pool_size: usize) -> Result<Self, StoreError> {
+        Self::new_tls(url, mode, pool_size, None)
+    }
+
+    /// [`new`](Self::new) with TLS files for a `rediss` URL (see [`Self::connect_tls`]).
+    pub fn new_tls(
+        url: &str,
+        mode: ConnectionMode,
+        pool_size: usize,
+        tls: Option<redis::TlsCertificates>,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            slot: Slot::default(),
+            target: Arc::new(Target::parse(url)?.with_tls(tls)?),
+            mode,
+            pool_size,
+            url: redact(url),
+            events: broadcast::channel(1024).0,
+        })
+    }
+
+    /// Connects to `url` now and loads the scripts.
     pub async fn connect(
         url: &str,
         mode: ConnectionMode,
         pool_size: usize,
     ) -> Result<Self, StoreError> {
-        // No redis-rs response timeout (its default is 500 ms): the server's `store_timeout`
-        // is the one deadline of every store call (`AppState`), so a generous deadline is
-        // really generous and a slow answer is never turned into a fail-mode answer early.
-        let conn = match mode {
-            ConnectionMode::Multiplexed => {
-                let client = redis::Client::open(url)?;
-                let config = ConnectionManagerConfig::new().set_response_timeout(None);
-                Conn::Multiplexed(ConnectionManager::new_with_config(client, config).await?)
-            }
-            ConnectionMode::Pool => {
-                let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-                let manager = deadpool_redis::Manager::new_with_config(url, config)?;
-                let pool = deadpool_redis::Pool::builder(manager)
-                    .max_size(pool_size.max(1))
-                    .runtime(deadpool_redis::Runtime::Tokio1)
-                    .build()
-                    .map_err(|e| StoreError::Pool(e.to_string()))?;
-                Conn::Pool(pool)
-            }
-        };
-        let store = Self {
-            conn,
-            url: redact(url),
-            client: redis::Client::open(url)?,
-            events: broadcast::channel(1024).0,
-        };
+        Self::connect_tls(url, mode, pool_size, None).await
+    }
+
+    /// Connects to `url` now; a `rediss` URL (any form) verifies Redis's certificate
+    /// against `tls`'s CA (or the system roots) and presents its client certificate, if
+    /// any. Every connection the store opens (commands, pool, Pub/Sub) uses them.
+    pub async fn connect_tls(
+        url: &str,
+        mode: ConnectionMode,
+        pool_size: usize,
+        tls: Option<redis::TlsCertificates>,
+    ) -> Result<Self, StoreError> {
+        let store = Self::new_tls(url, mode, pool_size, tls)?;
+        store.reconnect().await?;
         store.load_scripts().await?;
         Ok(store)
+    }
+
+    /// Whether this store is a Redis Cluster (keys of one script must share a slot).
+    pub fn is_cluster(&self) -> bool {
+        self.target.is_cluster()
     }
 
     /// Redis's `maxmemory-policy`, or `None` when `CONFIG GET` is not allowed (managed Redis
@@ -130,44 +173,20 @@ impl RedisStore {
 
     /// The schema record the store holds; `None` when it is empty (no schema key).
     pub async fn schema(&self, schema: &Schema) -> Result<Option<StoredSchema>, SchemaError> {
-        match &self.conn {
-            Conn::Multiplexed(c) => schema.read(&mut c.clone()).await,
-            Conn::Pool(p) => {
-                let mut c = p
-                    .get()
-                    .await
-                    .map_err(|e| SchemaError::Pool(e.to_string()))?;
-                schema.read(&mut c).await
-            }
-        }
+        with_conn!(self, SchemaError::Pool, |c| schema.read(c).await)
     }
 
     /// Applies the migrations the store is missing ([`Schema::apply`]).
     pub async fn migrate(&self, schema: &Schema) -> Result<Report, SchemaError> {
-        match &self.conn {
-            Conn::Multiplexed(c) => schema.apply(&mut c.clone(), false).await,
-            Conn::Pool(p) => {
-                let mut c = p
-                    .get()
-                    .await
-                    .map_err(|e| SchemaError::Pool(e.to_string()))?;
-                schema.apply(&mut c, false).await
-            }
-        }
+        with_conn!(self, SchemaError::Pool, |c| schema.apply(c, false).await)
     }
 
     /// Loads every script (done at start; `EVALSHA` reloads by itself after a flush).
     pub async fn load_scripts(&self) -> Result<(), StoreError> {
         for script in scripts::all() {
-            match &self.conn {
-                Conn::Multiplexed(c) => {
-                    script.load_async(&mut c.clone()).await?;
-                }
-                Conn::Pool(p) => {
-                    let mut c = p.get().await.map_err(|e| StoreError::Pool(e.to_string()))?;
-                    script.load_async(&mut c).await?;
-                }
-            }
+            with_conn!(self, StoreError::Pool, |c| {
+                script.load_async(c).await?;
+            });
         }
         Ok(())
     }
@@ -182,13 +201,7 @@ impl RedisStore {
     ) -> Result<T, StoreError> {
         let mut attempt = 0;
         loop {
-            let result = match &self.conn {
-                Conn::Multiplexed(c) => inv.invoke_async(&mut c.clone()).await,
-                Conn::Pool(p) => {
-                    let mut c = p.get().await.map_err(|e| StoreError::Pool(e.to_string()))?;
-                    inv.invoke_async(&mut c).await
-                }
-            };
+            let result = with_conn!(self, StoreError::Pool, |c| inv.invoke_async(c).await);
             match result {
                 Err(e)
                     if attempt < 3
@@ -205,27 +218,15 @@ impl RedisStore {
     /// Relays every breaker transition published on `channel` (by any server) to
     /// [`Store::breaker_events`], reconnecting with backoff until the process ends.
     pub fn start_event_relay(&self, channel: String) {
-        events::spawn_relay(self.client.clone(), channel, self.events.clone());
+        events::spawn_relay(self.target.clone(), channel, self.events.clone());
     }
 
     async fn pipeline(&self, pipe: &redis::Pipeline) -> Result<(), StoreError> {
-        match &self.conn {
-            Conn::Multiplexed(c) => Ok(pipe.query_async(&mut c.clone()).await?),
-            Conn::Pool(p) => {
-                let mut c = p.get().await.map_err(|e| StoreError::Pool(e.to_string()))?;
-                Ok(pipe.query_async(&mut c).await?)
-            }
-        }
+        with_conn!(self, StoreError::Pool, |c| Ok(pipe.query_async(c).await?))
     }
 
     async fn command<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
-        match &self.conn {
-            Conn::Multiplexed(c) => Ok(cmd.query_async(&mut c.clone()).await?),
-            Conn::Pool(p) => {
-                let mut c = p.get().await.map_err(|e| StoreError::Pool(e.to_string()))?;
-                Ok(cmd.query_async(&mut c).await?)
-            }
-        }
+        with_conn!(self, StoreError::Pool, |c| Ok(cmd.query_async(c).await?))
     }
 }
 
@@ -243,13 +244,19 @@ fn now_arg(now: Option<Micros>) -> String {
 /// Milliseconds the request record of an Acquire answers retries.
 const REQUEST_RECORD_TTL_MS: u64 = 60_000;
 
-fn acquire_invocation<'a>(script: &'a Script, plan: &AcquirePlan) -> ScriptInvocation<'a> {
+/// The Acquire script's invocation; `mode` is `"acquire"`, `"status"` or `"reserve"`
+/// (which never takes the request record).
+fn acquire_invocation<'a>(
+    script: &'a Script,
+    plan: &AcquirePlan,
+    mode: &str,
+) -> ScriptInvocation<'a> {
     let mut inv = script.prepare_invoke();
     for c in &plan.checks {
         inv.key(c.key.as_str());
     }
     let record_ttl = match &plan.request_record {
-        Some(record) if plan.consume => {
+        Some(record) if mode == "acquire" => {
             inv.key(record.as_str());
             REQUEST_RECORD_TTL_MS
         }
@@ -260,7 +267,7 @@ fn acquire_invocation<'a>(script: &'a Script, plan: &AcquirePlan) -> ScriptInvoc
             inv.key(k.as_str());
         }
     }
-    inv.arg(if plan.consume { "acquire" } else { "status" })
+    inv.arg(mode)
         .arg(now_arg(plan.now))
         .arg(record_ttl)
         .arg(plan.checks.len());
@@ -330,11 +337,25 @@ fn breaker_invocation<'a>(
     inv
 }
 
-impl Store for RedisStore {
-    async fn acquire(&self, plan: &AcquirePlan) -> Result<StoreDecision, StoreError> {
-        let inv = acquire_invocation(&scripts::ACQUIRE, plan);
+impl RedisStore {
+    /// Decides a plan whose keys share one slot: one script call.
+    async fn acquire_one(&self, plan: &AcquirePlan) -> Result<StoreDecision, StoreError> {
+        let mode = if plan.consume { "acquire" } else { "status" };
+        let inv = acquire_invocation(&scripts::ACQUIRE, plan, mode);
         let value: redis::Value = self.invoke(&inv).await?;
         reply::parse_acquire(&value, plan.checks.len(), plan.breakers.len())
+    }
+}
+
+impl Store for RedisStore {
+    async fn acquire(&self, plan: &AcquirePlan) -> Result<StoreDecision, StoreError> {
+        if self.is_cluster() {
+            let groups = split::groups(plan);
+            if groups.len() > 1 {
+                return self.acquire_split(plan, &groups).await;
+            }
+        }
+        self.acquire_one(plan).await
     }
 
     async fn breaker_report(
@@ -615,6 +636,39 @@ impl Store for RedisStore {
         Ok(())
     }
 
+    async fn audit_append(
+        &self,
+        key: &str,
+        fields: &[(&'static str, String)],
+        max_len: usize,
+    ) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(key).arg("MAXLEN").arg("~").arg(max_len).arg("*");
+        for (f, v) in fields {
+            cmd.arg(*f).arg(v);
+        }
+        let _: String = self.command(&cmd).await?;
+        Ok(())
+    }
+
+    async fn audit_read(
+        &self,
+        key: &str,
+        count: usize,
+    ) -> Result<Vec<crate::store::AuditRecord>, StoreError> {
+        let entries: Vec<(String, Vec<(String, String)>)> = self
+            .command(
+                redis::cmd("XREVRANGE")
+                    .arg(key)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(count),
+            )
+            .await?;
+        Ok(entries)
+    }
+
     async fn queue_index(&self, index: &str) -> Result<Vec<String>, StoreError> {
         let mut names: Vec<String> = self.command(redis::cmd("SMEMBERS").arg(index)).await?;
         names.sort();
@@ -657,6 +711,12 @@ impl Store for RedisStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         let _: String = self.command(&redis::cmd("PING")).await?;
+        Ok(())
+    }
+
+    async fn reconnect(&self) -> Result<(), StoreError> {
+        self.slot
+            .set(self.target.connect(self.mode, self.pool_size).await?);
         Ok(())
     }
 

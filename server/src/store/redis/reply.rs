@@ -2,9 +2,10 @@
 //! `{allowed, per check: allowed, limit, remaining, reset_after, retry_after, member,
 //! per breaker: allowed, state, retry_after, generation, then transitions}`, or
 //! `{'replay', record}` where the record is the same values (without transitions) joined by
-//! commas. The breaker scripts' replies are described in their files.
+//! commas; in `'reserve'` mode `{'reserved', now, ...}`. The breaker scripts' replies are
+//! described in their files.
 use floodgate_core::{
-    CheckOutcome,
+    CheckOutcome, Micros,
     breaker::{Admission, Counts, Info, ReportResult, State},
 };
 use redis::Value;
@@ -132,6 +133,57 @@ pub(super) fn parse_acquire(
     decision(&fields, checks, breakers)
 }
 
+/// Parses the reply of `acquire.lua` in `'reserve'` mode: `{'reserved', now, ...}` with
+/// the Acquire reply after; returns the decision and the script's clock.
+pub(super) fn parse_reserve(
+    value: &Value,
+    checks: usize,
+    breakers: usize,
+) -> Result<(StoreDecision, Micros), StoreError> {
+    let fields = fields(value)?;
+    match fields.split_first() {
+        Some((tag, rest)) if tag == "reserved" && !rest.is_empty() => {
+            Ok((decision(&rest[1..], checks, breakers)?, number(&rest[0])?))
+        }
+        _ => Err(bad(format!("expected a 'reserved' reply, got {fields:?}"))),
+    }
+}
+
+/// Parses a request record (`acquire.lua`'s format, also written by the Cluster split
+/// path): the reply's values without transitions, joined by commas.
+pub(super) fn parse_record(
+    record: &str,
+    checks: usize,
+    breakers: usize,
+) -> Result<StoreDecision, StoreError> {
+    let fields: Vec<String> = record.split(',').map(str::to_owned).collect();
+    decision(&fields, checks, breakers)
+}
+
+/// Writes a decision as a request record (the inverse of [`parse_record`]).
+pub(super) fn encode_record(d: &StoreDecision) -> String {
+    let mut parts = vec![u8::from(d.allowed).to_string()];
+    for (c, lease) in d.checks.iter().zip(&d.leases) {
+        parts.extend([
+            u8::from(c.allowed).to_string(),
+            c.limit.to_string(),
+            c.remaining.to_string(),
+            c.reset_after.to_string(),
+            c.retry_after.to_string(),
+            lease.clone().unwrap_or_default(),
+        ]);
+    }
+    for b in &d.breakers {
+        parts.extend([
+            u8::from(b.allowed).to_string(),
+            b.state.name().to_owned(),
+            b.retry_after.to_string(),
+            b.generation.to_string(),
+        ]);
+    }
+    parts.join(",")
+}
+
 /// Parses `breaker_report.lua`'s reply.
 pub(super) fn parse_report(value: &Value) -> Result<BreakerReported, StoreError> {
     let f = fields(value)?;
@@ -200,6 +252,29 @@ mod tests {
             Value::BulkString(b"1,1,10,9,100,0,1~abc".to_vec()),
         ]);
         assert_eq!(parse_acquire(&replay, 1, 0).unwrap(), d);
+    }
+
+    #[test]
+    fn parses_reserved_answers() {
+        let v = Value::Array(vec![
+            Value::BulkString(b"reserved".to_vec()),
+            Value::Int(1_700_000_000_000_123),
+            Value::Int(0),
+            Value::Int(0),
+            Value::Int(10),
+            Value::Int(0),
+            Value::Int(100),
+            Value::Int(50),
+            Value::BulkString(Vec::new()),
+            Value::Int(0),
+        ]);
+        let (d, now) = parse_reserve(&v, 1, 0).unwrap();
+        assert_eq!(now, 1_700_000_000_000_123);
+        assert!(!d.allowed);
+        assert_eq!(d.checks[0].retry_after, 50);
+        assert!(parse_reserve(&Value::Array(vec![Value::Int(1)]), 0, 0).is_err());
+        let plain = Value::Array(vec![Value::Int(1), Value::Int(0)]);
+        assert!(parse_reserve(&plain, 0, 0).is_err());
     }
 
     #[test]

@@ -94,6 +94,9 @@ pub enum SchemaError {
     /// The connection pool failed to hand out a connection.
     #[error("redis pool: {0}")]
     Pool(String),
+    /// The store is not connected (yet).
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// The record of the schema a store holds.

@@ -59,8 +59,17 @@ pub const RENEW_SRC: &str = concat!(
     include_str!("../../../../lua/renew.lua"),
 );
 
+/// Source of the refund script (Redis Cluster: undoing a reserved slot's share).
+pub const REFUND_SRC: &str = concat!(
+    include_str!("../../../../lua/prelude.lua"),
+    include_str!("../../../../lua/concurrency.lua"),
+    include_str!("../../../../lua/refund.lua"),
+);
+
 /// Decides an Acquire or a Status (`lua/acquire.lua`).
 pub static ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(ACQUIRE_SRC));
+/// Gives back a reserved Acquire's consumption (`lua/refund.lua`).
+pub static REFUND: LazyLock<Script> = LazyLock::new(|| Script::new(REFUND_SRC));
 /// Ends a lease (`lua/release.lua`).
 pub static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE_SRC));
 /// Extends a lease (`lua/renew.lua`).
@@ -147,9 +156,10 @@ pub const DLQ_STATS_SRC: &str = concat!(
 pub static DLQ_STATS: LazyLock<Script> = LazyLock::new(|| Script::new(DLQ_STATS_SRC));
 
 /// Every script, for loading at start.
-pub fn all() -> [&'static Script; 14] {
+pub fn all() -> [&'static Script; 15] {
     [
         &ACQUIRE,
+        &REFUND,
         &RELEASE,
         &RENEW,
         &BREAKER_REPORT,
