@@ -7,6 +7,7 @@
 --                 (attempts), md (metadata, JSON), tid (trace id), ff (first failed, us),
 --                 pub (published, us), ik (idempotency key), sz (payload bytes); ids are
 --                 <ms>-<seq> taken from the clock, never going back (last id in k.h 'last')
+--                 and never reused by the archive (see dlq_new_id)
 --   k.p   hash    payloads by entry id (so listing never reads them)
 --   k.a   stream  the archive: the entry's fields plus oid (queue id), dc (deliveries),
 --                 aat (archived at, us); ids from k.h 'alast'
@@ -42,6 +43,27 @@ local function dlq_next_id(last, now)
   return fmt(ms) .. '-0'
 end
 
+-- True when id a sorts before id b (both canonical '<ms>-<seq>').
+local function dlq_id_less(a, b)
+  local ams, aseq = string.match(a, '^(%d+)-(%d+)$')
+  local bms, bseq = string.match(b, '^(%d+)-(%d+)$')
+  ams, bms = tonumber(ams), tonumber(bms)
+  if ams ~= bms then return ams < bms end
+  return tonumber(aseq) < tonumber(bseq)
+end
+
+-- A fresh id for the queue (field 'last') or the archive ('alast'), after every id either
+-- has given out, so one id names one entry across both (Get looks in both); recorded in
+-- k.h under `field`. Twin of Queue::new_id in core.
+local function dlq_new_id(k, field, now)
+  local newest = redis.call('HGET', k.h, 'last')
+  local alast = redis.call('HGET', k.h, 'alast')
+  if alast and (not newest or dlq_id_less(newest, alast)) then newest = alast end
+  local id = dlq_next_id(newest, now)
+  redis.call('HSET', k.h, field, id)
+  return id
+end
+
 local function dlq_id_ms(id)
   return tonumber(string.match(id, '^(%d+)-'))
 end
@@ -75,13 +97,12 @@ local function dlq_archive_entry(k, id, now)
   local payload = redis.call('HGET', k.p, id) or ''
   local fields = dlq_forget(k, id)
   if not fields then return false end
-  local aid = dlq_next_id(redis.call('HGET', k.h, 'alast'), now)
+  local aid = dlq_new_id(k, 'alast', now)
   local args = {'XADD', k.a, aid}
   for _, v in ipairs(fields) do args[#args + 1] = v end
   for _, v in ipairs({'oid', id, 'dc', dc, 'aat', fmt(now)}) do args[#args + 1] = v end
   redis.call(unpack(args))
   redis.call('HSET', k.ap, aid, payload)
-  redis.call('HSET', k.h, 'alast', aid)
   return true
 end
 

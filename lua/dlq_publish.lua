@@ -43,13 +43,12 @@ if excess > 0 and budget > 0 then
   end
 end
 
-local id = dlq_next_id(redis.call('HGET', k.h, 'last'), now)
+local id = dlq_new_id(k, 'last', now)
 local ff = ARGV[12]
 if ff == '' then ff = fmt(now) end
 redis.call('XADD', k.s, id, 'r', ARGV[6], 'ec', ARGV[7], 'src', ARGV[8], 'att', ARGV[9],
   'md', ARGV[10], 'tid', ARGV[11], 'ff', ff, 'pub', fmt(now), 'ik', ik, 'sz', ARGV[13])
 redis.call('HSET', k.p, id, ARGV[5])
-redis.call('HSET', k.h, 'last', id)
 redis.call('HINCRBY', k.h, 'r:' .. ARGV[6], 1)
 redis.call('HINCRBY', k.h, 'pt', 1)
 local minute = math.floor(now / 60000000)

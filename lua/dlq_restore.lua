@@ -14,7 +14,7 @@ for _, aid in ipairs(dlq_ids(2)) do
   if #e == 0 then
     out[#out + 1] = ''
   else
-    local id = dlq_next_id(redis.call('HGET', k.h, 'last'), now)
+    local id = dlq_new_id(k, 'last', now)
     local args = {'XADD', k.s, id}
     local flat = e[1][2]
     local reason = ''
@@ -30,7 +30,6 @@ for _, aid in ipairs(dlq_ids(2)) do
     redis.call('HSET', k.p, id, redis.call('HGET', k.ap, aid) or '')
     redis.call('XDEL', k.a, aid)
     redis.call('HDEL', k.ap, aid)
-    redis.call('HSET', k.h, 'last', id)
     redis.call('HINCRBY', k.h, 'r:' .. reason, 1)
     out[#out + 1] = id
   end

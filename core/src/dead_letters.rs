@@ -225,7 +225,7 @@ impl Queue {
             return (*id, true);
         }
         self.trim(now, limits);
-        let id = self.last_id.next(now);
+        let id = self.new_id(now);
         self.last_id = id;
         if !m.idempotency_key.is_empty() {
             self.idempotency
@@ -250,11 +250,17 @@ impl Queue {
         (id, false)
     }
 
+    /// A fresh id for the queue or its archive: after every id either has given out, so
+    /// one id names one entry across both (Get looks in both). Twin of `dlq_new_id`.
+    fn new_id(&self, now: Micros) -> EntryId {
+        self.last_id.max(self.archive_last_id).next(now)
+    }
+
     fn archive_entry(&mut self, id: EntryId, now: Micros) -> bool {
         let Some(mut e) = self.forget(id) else {
             return false;
         };
-        let aid = self.archive_last_id.next(now);
+        let aid = self.new_id(now);
         self.archive_last_id = aid;
         e.original_id = Some(id);
         self.archive.insert(aid, e);
@@ -359,7 +365,7 @@ impl Queue {
         ids.iter()
             .map(|aid| {
                 let mut e = self.archive.remove(aid)?;
-                let id = self.last_id.next(now);
+                let id = self.new_id(now);
                 self.last_id = id;
                 e.original_id = None;
                 e.delivery_count = 0;
@@ -477,5 +483,24 @@ mod tests {
         assert_eq!(q.claim(1, 5, 1_000_001, &LIMITS).entries.len(), 1);
         assert_eq!(q.remove(&[id, id]), 1);
         assert_eq!(q.stats(0).in_flight, 0);
+    }
+
+    #[test]
+    fn queue_and_archive_never_share_an_id() {
+        // Published in one millisecond, archived in the next: an archive counter of its own
+        // would hand out "2-0", the id of the entry still in the queue.
+        let mut q = Queue::default();
+        let a = q.publish(msg("r", ""), 1_000, &LIMITS).0;
+        let b = q.publish(msg("r", ""), 2_000, &LIMITS).0;
+        let c = q.publish(msg("r", ""), 2_000, &LIMITS).0;
+        assert_eq!(q.archive(&[a, b], 2_500), 2);
+        let archived: Vec<EntryId> = q.archive.keys().copied().collect();
+        assert!(
+            archived.iter().all(|id| !q.entries.contains_key(id)),
+            "{archived:?}"
+        );
+        assert!(archived.iter().all(|id| *id > c), "{archived:?}");
+        let back = q.restore(&archived[..1], 2_600)[0].unwrap();
+        assert!(back > archived[1] && !q.archive.contains_key(&back));
     }
 }

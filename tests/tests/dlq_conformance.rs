@@ -653,7 +653,7 @@ fn ids_never_go_back_when_the_clock_does() {
     }
     assert_same_state(&store, &model, t + 2 * MS, "after publishing");
 
-    // The archive's ids: from its own last id, never back either.
+    // The archive's ids: after every id the queue or the archive gave out, never back.
     let archive_at = t + 10 * SECOND;
     let mut archived = Vec::new();
     for (id, now) in ids[..3].iter().zip([archive_at, archive_at - HOUR, t]) {
@@ -671,7 +671,8 @@ fn ids_never_go_back_when_the_clock_does() {
     );
     assert_same_state(&store, &model, archive_at, "after archiving");
 
-    // Restore an hour "earlier": new queue ids after the last one.
+    // Restore an hour "earlier": new queue ids after the newest id of both streams (here the
+    // archive's), so a queue id never names an archived entry too.
     let got = store.restore(&archived, t - HOUR);
     let want: Vec<Option<String>> = model
         .restore(&parse(&archived), t - HOUR)
@@ -679,15 +680,14 @@ fn ids_never_go_back_when_the_clock_does() {
         .map(|id| id.map(|i| i.to_string()))
         .collect();
     assert_eq!(got, want);
-    let next = ms + 1;
     assert_eq!(
         got,
-        [2, 3, 4].map(|s| Some(format!("{next}-{s}"))).to_vec(),
-        "restored ids follow the queue's last id"
+        [3, 4, 5].map(|s| Some(format!("{ams}-{s}"))).to_vec(),
+        "restored ids follow the archive's last id"
     );
     // And a publish after that, at the original clock.
     let (id, _) = publish_both(&store, &mut model, &limits, &letter("r", b"q"), t);
-    assert_eq!(id, format!("{next}-5"));
+    assert_eq!(id, format!("{ams}-6"));
     assert_same_state(&store, &model, t + 2 * MS, "after restoring");
 }
 
