@@ -31,6 +31,9 @@ wait_in_open = "1h"
 
 [queues.orders]
 
+[queues.safe]
+durability = "replicated"
+
 [policies.steady]
 algorithm = "fixed_window"
 limit = 100000
@@ -171,22 +174,22 @@ mod cluster {
             untouched_key.remaining, untouched.remaining,
             "a breaker denial consumes nothing from the check in the other slot"
         );
-        for (i, c) in clients.iter().enumerate() {
-            for j in 0..3 {
-                c.dead_letters(&ns, "orders")
-                    .publish(floodgate_client::dead_letters::Message::new(
-                        format!("letter-{i}-{j}").into_bytes(),
-                    ))
-                    .await
-                    .expect("publish on the Cluster");
+        // "safe" is replicated: WAIT goes to the queue's own primary, which has a replica
+        // (the client retries while that replica is still catching up).
+        for queue in ["orders", "safe"] {
+            for (i, c) in clients.iter().enumerate() {
+                for j in 0..3 {
+                    c.dead_letters(&ns, queue)
+                        .publish(floodgate_client::dead_letters::Message::new(
+                            format!("letter-{i}-{j}").into_bytes(),
+                        ))
+                        .await
+                        .unwrap_or_else(|e| panic!("publish to {queue} on the Cluster: {e}"));
+                }
             }
+            let stats = clients[0].dead_letters(&ns, queue).stats().await.unwrap();
+            assert_eq!(stats.count, 6, "{queue}: {stats:?}");
         }
-        let stats = clients[0]
-            .dead_letters(&ns, "orders")
-            .stats()
-            .await
-            .unwrap();
-        assert_eq!(stats.count, 6, "{stats:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

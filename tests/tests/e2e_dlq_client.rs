@@ -470,6 +470,77 @@ async fn publish_retries_with_the_same_key_until_a_replica_confirms() {
     assert_eq!(q.stats().await.unwrap().count, 2);
 }
 
+/// A "replicated" publish waits for `WAIT` on a connection of its own: with no replica,
+/// eight publishers keep a 200 ms WAIT running back to back, and not one of 100 Acquires
+/// meanwhile is held up past its 400 ms deadline (on the shared connection they queued
+/// behind up to eight WAITs, 1.6 s, and took their fail mode).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_a_replica_holds_up_no_acquire() {
+    use floodgate_client::PolicyRef;
+    let redis = TestRedis::private();
+    let server = TestServer::start(ServerOptions {
+        redis_url: Some(redis.url().to_owned()),
+        config: Some(
+            "[queues.safe]\ndurability = \"replicated\"\n\n[policies.api]\nalgorithm = \"token_bucket\"\nlimit = 1000000\nperiod = \"1s\"\nfail_mode = \"closed\"\n"
+                .into(),
+        ),
+        store_timeout: Some(Duration::from_millis(400)),
+        ..Default::default()
+    });
+    let ns = unique_namespace("dlqw");
+    let client = server.client().await;
+    let q = client
+        .dead_letters(&ns, "safe")
+        .with_retry(RetryPolicy::never());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publishers: Vec<_> = (0..8)
+        .map(|i| {
+            let (q, stop) = (q.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut refused = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let err = q
+                        .publish(Message::new(vec![i]).reason("r"))
+                        .await
+                        .expect_err("no replica can confirm");
+                    assert!(matches!(err, Error::Unavailable(_)), "{err}");
+                    refused += 1;
+                }
+                refused
+            })
+        })
+        .collect();
+    // Let the WAITs pile up first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut degraded = 0;
+    for i in 0..100 {
+        let d = client
+            .acquire(&ns)
+            .check(format!("k{}", i % 5), PolicyRef::Named("api".into()))
+            .send()
+            .await
+            .expect("acquire");
+        assert!(d.allowed || d.degraded, "{d:?}");
+        degraded += usize::from(d.degraded);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut refused = 0;
+    for p in publishers {
+        refused += p.await.expect("publisher");
+    }
+    assert!(
+        refused >= 8,
+        "the publishers did not keep WAIT busy: {refused}"
+    );
+    assert_eq!(
+        degraded, 0,
+        "Acquires queued behind WAIT and took their fail mode"
+    );
+    // Every refused publish was stored all the same (the answer says so): none lost.
+    let stats = q.stats().await.unwrap();
+    assert_eq!(u64::from(refused), stats.count, "{stats:?}");
+}
+
 /// Publish with a key through both servers, list, and two consumers (one per server) with one
 /// failing first try: every entry handled once, the nacked one redelivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

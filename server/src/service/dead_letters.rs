@@ -349,20 +349,25 @@ impl<S: Store> DeadLetters for DeadLettersService<S> {
                 idempotency_key: req.idempotency_key,
             };
             let st = &self.state;
-            let (id, duplicate) = st
-                .with_deadline("dlq_publish", st.store.dlq_publish(&q, &message, None))
-                .await?;
-            if q.settings.durability == Durability::Replicated {
+            let (id, duplicate) = if q.settings.durability == Durability::Replicated {
+                // Half the deadline for the replica, the rest for the publish itself.
                 let wait = (st.config.load().store_timeout / 2).max(Duration::from_millis(1));
-                let replicas = st
-                    .with_deadline("dlq_wait", st.store.wait_replicas(wait))
+                let (id, duplicate, replicas) = st
+                    .with_deadline(
+                        "dlq_publish",
+                        st.store.dlq_publish_replicated(&q, &message, None, wait),
+                    )
                     .await?;
                 if replicas == 0 {
                     return Err(Status::unavailable(format!(
                         "stored as {id} but no replica confirmed it within {wait:?} (durability = \"replicated\"); retry with the same idempotency_key"
                     )));
                 }
-            }
+                (id, duplicate)
+            } else {
+                st.with_deadline("dlq_publish", st.store.dlq_publish(&q, &message, None))
+                    .await?
+            };
             metrics::dlq_published(&q.namespace, &q.name, duplicate);
             st.note_queue(&q).await;
             Ok(Response::new(pb::PublishResponse { id, duplicate }))

@@ -482,6 +482,17 @@ impl Store for MemoryStore {
         }))
     }
 
+    async fn dlq_publish_replicated(
+        &self,
+        q: &PlannedQueue,
+        m: &Message,
+        now: Option<Micros>,
+        _: Duration,
+    ) -> Result<(String, bool, u64), StoreError> {
+        let (id, dup) = self.dlq_publish(q, m, now).await?;
+        Ok((id, dup, 0))
+    }
+
     async fn dlq_read(
         &self,
         q: &PlannedQueue,
@@ -660,10 +671,6 @@ impl Store for MemoryStore {
         _: usize,
     ) -> Result<Vec<String>, StoreError> {
         Ok(Vec::new())
-    }
-
-    async fn wait_replicas(&self, _: Duration) -> Result<u64, StoreError> {
-        Ok(0)
     }
 
     async fn queue_index_add(&self, index: &str, member: &str) -> Result<(), StoreError> {

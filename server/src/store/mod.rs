@@ -264,6 +264,16 @@ pub trait Store: Send + Sync + 'static {
         m: &floodgate_core::dead_letters::Message,
         now: Option<Micros>,
     ) -> impl Future<Output = Result<(String, bool), StoreError>> + Send;
+    /// Publishes like [`Store::dlq_publish`], then waits up to `wait` for a replica to take
+    /// the write (Redis `WAIT`), without holding up other calls; (id, duplicate, replicas
+    /// that confirmed it). A store without replicas answers 0.
+    fn dlq_publish_replicated(
+        &self,
+        q: &PlannedQueue,
+        m: &floodgate_core::dead_letters::Message,
+        now: Option<Micros>,
+        wait: std::time::Duration,
+    ) -> impl Future<Output = Result<(String, bool, u64), StoreError>> + Send;
     /// Reads entries by id (from the archive when `archived`), `None` for those not there.
     fn dlq_read(
         &self,
@@ -359,11 +369,6 @@ pub trait Store: Send + Sync + 'static {
         ids: &[String],
         window: usize,
     ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
-    /// Waits until a replica took the writes so far; how many did within `timeout`.
-    fn wait_replicas(
-        &self,
-        timeout: std::time::Duration,
-    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
     /// Notes that a queue has state (for metrics and status).
     fn queue_index_add(
         &self,

@@ -28,6 +28,9 @@ use crate::store::StoreError;
 const NODE_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a new TCP connection to a node may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connections at most in the exclusive pool beside a multiplexed connection (see
+/// [`Conn::exclusive`]); opened on demand, so a server that never blocks opens none.
+const EXCLUSIVE_POOL_SIZE: usize = 8;
 
 /// Where Redis is, and the TLS files for it.
 #[derive(Debug, Clone)]
@@ -254,7 +257,10 @@ impl Target {
                     builder = builder.certs(certs.clone());
                 }
                 let client = builder.build()?;
-                Ok(Conn::Cluster(client.get_async_connection().await?))
+                Ok(Conn::Cluster {
+                    shared: client.get_async_connection().await?,
+                    exclusive: client.get_async_connection().await?,
+                })
             }
             (_, ConnectionMode::Multiplexed) => {
                 let client = self.node_client(0).await?;
@@ -271,37 +277,56 @@ impl Target {
                 let config = ConnectionManagerConfig::new()
                     .set_response_timeout(None)
                     .set_connection_timeout(Some(CONNECT_TIMEOUT));
-                Ok(Conn::Multiplexed(
-                    ConnectionManager::new_with_config(client, config).await?,
-                ))
+                let exclusive = pool(&client, EXCLUSIVE_POOL_SIZE)?;
+                Ok(Conn::Multiplexed {
+                    shared: ConnectionManager::new_with_config(client, config).await?,
+                    exclusive,
+                })
             }
             (_, ConnectionMode::Pool) => {
                 let client = self.node_client(0).await?;
-                let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-                let manager = deadpool_redis::Manager::new_with_config(
-                    client.get_connection_info().clone(),
-                    config,
-                )?;
-                let pool = deadpool_redis::Pool::builder(manager)
-                    .max_size(pool_size.max(1))
-                    .runtime(deadpool_redis::Runtime::Tokio1)
-                    .build()
-                    .map_err(|e| StoreError::Pool(e.to_string()))?;
-                Ok(Conn::Pool(pool))
+                Ok(Conn::Pool(pool(&client, pool_size)?))
             }
         }
     }
 }
 
+/// A pool of up to `size` exclusive connections to `client`'s node, opened on demand.
+fn pool(client: &Client, size: usize) -> Result<deadpool_redis::Pool, StoreError> {
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    let manager =
+        deadpool_redis::Manager::new_with_config(client.get_connection_info().clone(), config)?;
+    deadpool_redis::Pool::builder(manager)
+        .max_size(size.max(1))
+        .runtime(deadpool_redis::Runtime::Tokio1)
+        .build()
+        .map_err(|e| StoreError::Pool(e.to_string()))
+}
+
 /// The live connection(s).
 #[derive(Clone)]
+///
+/// Every kind also has a way to run commands that block their connection (`WAIT`) without
+/// holding up anyone else: see [`Conn::exclusive`].
 pub enum Conn {
-    /// One shared, auto-pipelined connection that reconnects by itself.
-    Multiplexed(ConnectionManager),
+    /// One shared, auto-pipelined connection that reconnects by itself, and a small pool of
+    /// exclusive connections beside it for commands that block.
+    Multiplexed {
+        /// Every ordinary call.
+        shared: ConnectionManager,
+        /// Calls that block their connection.
+        exclusive: deadpool_redis::Pool,
+    },
     /// A pool of exclusive connections (deadpool-redis).
     Pool(deadpool_redis::Pool),
-    /// The Cluster driver's connection (routes by slot, follows MOVED/ASK).
-    Cluster(ClusterConnection),
+    /// The Cluster driver's connections (route by slot, follow MOVED/ASK): one set for
+    /// ordinary calls, one for calls that block a node's connection.
+    Cluster {
+        /// Every ordinary call.
+        shared: ClusterConnection,
+        /// Calls that block their node's connection.
+        exclusive: ClusterConnection,
+    },
 }
 
 /// The connection slot of a store: empty until connected, replaced on reconnect.

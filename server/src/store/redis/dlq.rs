@@ -7,9 +7,14 @@ use floodgate_core::{
     Micros,
     dead_letters::{Counters, Message, QueueStats},
 };
-use redis::{ScriptInvocation, Value};
+use std::time::Duration;
 
-use super::{RedisStore, now_arg, scripts};
+use redis::{
+    ScriptInvocation, Value,
+    cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr},
+};
+
+use super::{Conn, RedisStore, invoke_on, now_arg, scripts, split::hash_slot};
 use crate::store::{PlannedQueue, ScanRange, StoreError, StoredLetter};
 
 fn bad(what: impl Into<String>) -> StoreError {
@@ -64,6 +69,34 @@ fn letter(
     }
 }
 
+/// The publish script's invocation for `m` (see `lua/dlq_publish.lua` for the arguments).
+fn publish_invocation<'a>(
+    q: &PlannedQueue,
+    idempotency_record: Option<&str>,
+    m: &Message,
+    now: Option<Micros>,
+) -> Result<ScriptInvocation<'a>, StoreError> {
+    let mut inv = queue_invocation(&scripts::DLQ_PUBLISH, q);
+    if let Some(k) = idempotency_record {
+        inv.key(k);
+    }
+    let metadata = serde_json::to_string(&m.metadata).map_err(|e| bad(e.to_string()))?;
+    inv.arg(now_arg(now))
+        .arg(q.settings.limits.retention)
+        .arg(q.settings.limits.max_len)
+        .arg(&m.idempotency_key)
+        .arg(m.payload.as_slice())
+        .arg(&m.reason)
+        .arg(&m.error_class)
+        .arg(&m.source)
+        .arg(m.attempts)
+        .arg(metadata)
+        .arg(&m.trace_id)
+        .arg(m.first_failed_at.map(|t| t.to_string()).unwrap_or_default())
+        .arg(m.payload.len());
+    Ok(inv)
+}
+
 fn queue_invocation<'a>(script: &'a redis::Script, q: &PlannedQueue) -> ScriptInvocation<'a> {
     let mut inv = script.prepare_invoke();
     for k in &q.keys {
@@ -80,26 +113,52 @@ impl RedisStore {
         m: &Message,
         now: Option<Micros>,
     ) -> Result<(String, bool), StoreError> {
-        let mut inv = queue_invocation(&scripts::DLQ_PUBLISH, q);
-        if let Some(k) = idempotency_record {
-            inv.key(k);
-        }
-        let metadata = serde_json::to_string(&m.metadata).map_err(|e| bad(e.to_string()))?;
-        inv.arg(now_arg(now))
-            .arg(q.settings.limits.retention)
-            .arg(q.settings.limits.max_len)
-            .arg(&m.idempotency_key)
-            .arg(m.payload.as_slice())
-            .arg(&m.reason)
-            .arg(&m.error_class)
-            .arg(&m.source)
-            .arg(m.attempts)
-            .arg(metadata)
-            .arg(&m.trace_id)
-            .arg(m.first_failed_at.map(|t| t.to_string()).unwrap_or_default())
-            .arg(m.payload.len());
+        let inv = publish_invocation(q, idempotency_record, m, now)?;
         let (id, dup): (String, i64) = self.invoke(&inv).await?;
         Ok((id, dup == 1))
+    }
+
+    /// Publishes, then runs `WAIT 1 <wait>` on the same connection: WAIT counts the replicas
+    /// that took that connection's writes so far. WAIT blocks its connection until a replica
+    /// answers or the wait ends, so both run on a connection no other call shares (the
+    /// exclusive pool, or on a Cluster the exclusive driver's link to the queue's primary);
+    /// Acquires never queue behind it. (id, duplicate, replicas that confirmed).
+    pub(super) async fn dlq_publish_replicated_impl(
+        &self,
+        q: &PlannedQueue,
+        idempotency_record: Option<&str>,
+        m: &Message,
+        now: Option<Micros>,
+        wait: Duration,
+    ) -> Result<(String, bool, u64), StoreError> {
+        let inv = publish_invocation(q, idempotency_record, m, now)?;
+        let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut wait_cmd = redis::cmd("WAIT");
+        wait_cmd.arg(1).arg(wait_ms);
+        let conn = self.slot.get()?;
+        let ((id, dup), replicas): ((String, i64), u64) = match &*conn {
+            Conn::Multiplexed { exclusive, .. } | Conn::Pool(exclusive) => {
+                let mut c = exclusive
+                    .get()
+                    .await
+                    .map_err(|e| StoreError::Pool(e.to_string()))?;
+                let published = invoke_on(&inv, &mut c).await?;
+                (published, wait_cmd.query_async(&mut c).await?)
+            }
+            Conn::Cluster { exclusive, .. } => {
+                let mut c = exclusive.clone();
+                let published = invoke_on(&inv, &mut c).await?;
+                // The driver would send WAIT to every primary; it belongs to the queue's.
+                let primary = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                    Route::new(hash_slot(&q.keys[0]), SlotAddr::Master),
+                ));
+                let replicas = c.route_command(wait_cmd, primary).await?;
+                let replicas = redis::from_redis_value(replicas)
+                    .map_err(|e| bad(format!("WAIT answered {e}")))?;
+                (published, replicas)
+            }
+        };
+        Ok((id, dup == 1, replicas))
     }
 
     async fn payloads(&self, hash: &str, ids: &[String]) -> Result<Vec<Vec<u8>>, StoreError> {

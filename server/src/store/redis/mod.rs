@@ -58,12 +58,12 @@ macro_rules! with_conn {
     ($self:ident, $err:expr, |$c:ident| $body:expr) => {{
         let conn = $self.slot.get()?;
         match &*conn {
-            Conn::Multiplexed(m) => {
-                let $c = &mut m.clone();
+            Conn::Multiplexed { shared, .. } => {
+                let $c = &mut shared.clone();
                 $body
             }
-            Conn::Cluster(m) => {
-                let $c = &mut m.clone();
+            Conn::Cluster { shared, .. } => {
+                let $c = &mut shared.clone();
                 $body
             }
             Conn::Pool(p) => {
@@ -199,20 +199,7 @@ impl RedisStore {
         &self,
         inv: &ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
-        let mut attempt = 0;
-        loop {
-            let result = with_conn!(self, StoreError::Pool, |c| inv.invoke_async(c).await);
-            match result {
-                Err(e)
-                    if attempt < 3
-                        && e.kind()
-                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                {
-                    attempt += 1;
-                }
-                other => return Ok(other?),
-            }
-        }
+        with_conn!(self, StoreError::Pool, |c| invoke_on(inv, c).await)
     }
 
     /// Relays every breaker transition published on `channel` (by any server) to
@@ -230,11 +217,36 @@ impl RedisStore {
     }
 }
 
+/// Runs a script on `c`, again when the script cache was flushed between its load and its
+/// call (NOSCRIPT; three times at most).
+async fn invoke_on<T: redis::FromRedisValue>(
+    inv: &ScriptInvocation<'_>,
+    c: &mut impl redis::aio::ConnectionLike,
+) -> Result<T, StoreError> {
+    let mut attempt = 0;
+    loop {
+        match inv.invoke_async(c).await {
+            Err(e)
+                if attempt < 3
+                    && e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                attempt += 1;
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 /// Whether a `maxmemory-policy` can evict keys that have no TTL (dead letters, breaker
 /// state): anything but `noeviction` and the `volatile-*` family. Note that `volatile-*`
 /// still evicts limit and lease keys, which all have a TTL; only `noeviction` keeps all.
 pub fn eviction_can_drop_keys(policy: &str) -> bool {
     !(policy == "noeviction" || policy.starts_with("volatile-"))
+}
+
+/// The key that remembers a letter's idempotency key, beside its queue's keys.
+fn idempotency_record(q: &PlannedQueue, m: &Message) -> Option<String> {
+    (!m.idempotency_key.is_empty()).then(|| format!("{}:ik:{}", q.keys[0], m.idempotency_key))
 }
 
 fn now_arg(now: Option<Micros>) -> String {
@@ -487,9 +499,20 @@ impl Store for RedisStore {
         m: &Message,
         now: Option<Micros>,
     ) -> Result<(String, bool), StoreError> {
-        let record = (!m.idempotency_key.is_empty())
-            .then(|| format!("{}:ik:{}", q.keys[0], m.idempotency_key));
+        let record = idempotency_record(q, m);
         self.dlq_publish_impl(q, record.as_deref(), m, now).await
+    }
+
+    async fn dlq_publish_replicated(
+        &self,
+        q: &PlannedQueue,
+        m: &Message,
+        now: Option<Micros>,
+        wait: std::time::Duration,
+    ) -> Result<(String, bool, u64), StoreError> {
+        let record = idempotency_record(q, m);
+        self.dlq_publish_replicated_impl(q, record.as_deref(), m, now, wait)
+            .await
     }
 
     async fn dlq_read(
@@ -620,13 +643,6 @@ impl Store for RedisStore {
         window: usize,
     ) -> Result<Vec<String>, StoreError> {
         self.dlq_redrive_present_impl(target, ids, window).await
-    }
-
-    async fn wait_replicas(&self, timeout: std::time::Duration) -> Result<u64, StoreError> {
-        let ms = u64::try_from(timeout.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        self.command(redis::cmd("WAIT").arg(1).arg(ms)).await
     }
 
     async fn queue_index_add(&self, index: &str, member: &str) -> Result<(), StoreError> {
