@@ -463,3 +463,65 @@ async fn unconfigured_breaker_is_not_found() {
     assert!(err.message().contains("breakers[0]"), "{}", err.message());
     assert!(get(&nodes[0], "ns", "pay").await.state == CLOSED);
 }
+
+/// A server's subscription to the fleet's breaker events breaks (the connection is killed)
+/// and a transition is made while it is down: its Watch streams still learn of it, because
+/// the relay resubscribes and every Watch then re-reads the states it shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_catches_up_on_transitions_its_server_missed() {
+    use floodgate_tests::{redis::TestRedis, server::TestServer};
+    let redis = TestRedis::private();
+    let server = TestServer::on_redis(redis.url(), CONFIG);
+    let node = nodes(&[server.url().to_owned()]).await.remove(0);
+    let ns = unique_namespace("br");
+    let mut stream = node
+        .breakers
+        .clone()
+        .watch(pb::WatchBreakersRequest {
+            namespace: ns.clone(),
+            breakers: vec!["pay".into()],
+        })
+        .await
+        .expect("Watch")
+        .into_inner();
+    assert_eq!(next(&mut stream).await.reason, "current");
+    let set = |state: pb::BreakerState| {
+        let mut c = node.breakers.clone();
+        let req = pb::SetBreakerStateRequest {
+            namespace: ns.clone(),
+            breaker: "pay".into(),
+            state: state as i32,
+        };
+        async move { c.set_state(req).await.expect("SetState") }
+    };
+    // A first transition arrives: the relay is subscribed.
+    set(pb::BreakerState::HalfOpen).await;
+    assert_eq!(next(&mut stream).await.to, HALF_OPEN);
+
+    // Cut the relay's subscription and transition at once, before it resubscribes.
+    let mut conn = redis.async_connection().await;
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(killed, 1, "the server's one subscription");
+    set(pb::BreakerState::ForcedOpen).await;
+    let e = next(&mut stream).await;
+    assert_eq!(
+        (e.to, e.reason.as_str()),
+        (pb::BreakerState::ForcedOpen as i32, "current"),
+        "{e:?}"
+    );
+}
+
+/// The next event of a Watch stream, within 5 s.
+async fn next(stream: &mut tonic::Streaming<pb::BreakerEvent>) -> pb::BreakerEvent {
+    tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("an event within 5 s")
+        .expect("event")
+        .expect("ok")
+}

@@ -422,12 +422,14 @@ impl<S: Store> CircuitBreakers for CircuitBreakersService<S> {
             }
             // Subscribe before reading the current states, so no transition falls between.
             let events = self.state.store.breaker_events();
+            let mut gaps = self.state.store.breaker_event_gaps();
+            gaps.mark_unchanged();
             let (tx, rx) = mpsc::channel(64);
             let state = self.state.clone();
             let first = self.current(&planned).await?;
             tokio::spawn(async move {
                 let _slot = slot;
-                relay_watch(state, planned, first, events, tx).await
+                relay_watch(state, planned, first, events, gaps, tx).await
             });
             let stream: EventStream = Box::pin(ReceiverStream::new(rx));
             Ok(Response::new(stream))
@@ -481,6 +483,7 @@ async fn relay_watch<S: Store>(
     planned: Vec<PlannedBreaker>,
     first: Vec<pb::BreakerEvent>,
     mut events: broadcast::Receiver<BreakerEvent>,
+    mut gaps: tokio::sync::watch::Receiver<u64>,
     tx: mpsc::Sender<Result<pb::BreakerEvent, Status>>,
 ) {
     for e in first {
@@ -494,9 +497,17 @@ async fn relay_watch<S: Store>(
             .iter()
             .any(|b| b.namespace == e.namespace && b.name == e.breaker)
     };
+    // Set when events may have been missed; cleared once the current states went out.
+    let mut resync = false;
     loop {
         let next = tokio::select! {
             e = events.recv() => e,
+            // The fleet's feed was down for a while: treat it as missed events.
+            Ok(()) = gaps.changed() => Err(broadcast::error::RecvError::Lagged(0)),
+            // A resync that could not read the store tries again.
+            () = tokio::time::sleep(Duration::from_millis(100)), if resync => {
+                Err(broadcast::error::RecvError::Lagged(0))
+            }
             _ = shutdown.wait_for(|stopping| *stopping) => return,
             () = tx.closed() => return,
         };
@@ -508,11 +519,13 @@ async fn relay_watch<S: Store>(
             }
             Ok(_) => {}
             Err(broadcast::error::RecvError::Lagged(_)) => {
-                // Missed some: send every watched breaker's current state again.
+                // Missed some (or the feed had a gap): send every watched breaker's
+                // current state again, retrying until the store answers.
+                resync = true;
                 let Ok(current) = current_events(&state, &planned).await else {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 };
+                resync = false;
                 for e in current {
                     if tx.send(Ok(e)).await.is_err() {
                         return;

@@ -101,12 +101,16 @@ pub enum StoreError {
     /// too many calls are in flight (`store::guard`).
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The store's settings cannot be used (a malformed `--redis` URL, TLS files with a
+    /// URL that is not `rediss`); the message names the rule. Waiting will not cure it.
+    #[error("{0}")]
+    Config(String),
 }
 
 impl StoreError {
     /// Whether retrying later may succeed.
     pub fn is_transient(&self) -> bool {
-        !matches!(self, StoreError::Protocol(_))
+        !matches!(self, StoreError::Protocol(_) | StoreError::Config(_))
     }
 
     /// Whether this failure is one waiting will not cure: the store was reached but refused
@@ -127,6 +131,7 @@ impl StoreError {
                     text.contains("certificate") || text.contains("tls")
                 })
             }
+            StoreError::Config(_) => true,
             _ => false,
         }
     }
@@ -139,7 +144,7 @@ impl StoreError {
         use ::redis::{ErrorKind, ServerErrorKind as S};
         match self {
             StoreError::Timeout(_) | StoreError::Pool(_) => true,
-            StoreError::Protocol(_) | StoreError::Unavailable(_) => false,
+            StoreError::Protocol(_) | StoreError::Unavailable(_) | StoreError::Config(_) => false,
             StoreError::Redis(e) => {
                 e.is_io_error()
                     || e.is_timeout()
@@ -382,6 +387,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
     /// Every breaker transition in the fleet, as it happens.
     fn breaker_events(&self) -> tokio::sync::broadcast::Receiver<BreakerEvent>;
+    /// Counts the times the feed of [`Store::breaker_events`] was re-established after a
+    /// break, during which transitions may have gone unseen: a watcher re-reads the states
+    /// it shows when it changes. A store whose feed cannot break never changes it.
+    fn breaker_event_gaps(&self) -> tokio::sync::watch::Receiver<u64> {
+        tokio::sync::watch::channel(0).1
+    }
     /// Checks that the store answers (readiness).
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Drops the connection(s) and connects afresh (following a Sentinel failover or a

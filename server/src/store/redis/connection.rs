@@ -32,8 +32,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// [`Conn::exclusive`]); opened on demand, so a server that never blocks opens none.
 const EXCLUSIVE_POOL_SIZE: usize = 8;
 
-/// Where Redis is, and the TLS files for it.
-#[derive(Debug, Clone)]
+/// Where Redis is, and the TLS files for it. Its `Debug` shows no password and no key.
+#[derive(Clone)]
 pub struct Target {
     /// The topology and addresses.
     pub place: Place,
@@ -41,8 +41,8 @@ pub struct Target {
     tls: Option<redis::TlsCertificates>,
 }
 
-/// Where Redis is.
-#[derive(Debug, Clone)]
+/// Where Redis is. Its `Debug` shows no password.
+#[derive(Clone)]
 pub enum Place {
     /// One Redis server: its URL.
     Standalone(String),
@@ -61,9 +61,45 @@ pub enum Place {
     },
 }
 
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("place", &self.place)
+            .field("tls_files", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use super::redact;
+        match self {
+            Place::Standalone(url) => f.debug_tuple("Standalone").field(&redact(url)).finish(),
+            Place::Cluster(seeds) => f
+                .debug_tuple("Cluster")
+                .field(&seeds.iter().map(|s| redact(s)).collect::<Vec<_>>())
+                .finish(),
+            Place::Sentinel {
+                sentinels,
+                master,
+                tls,
+                node,
+            } => f
+                .debug_struct("Sentinel")
+                .field("sentinels", sentinels)
+                .field("master", master)
+                .field("tls", tls)
+                .field("db", &node.db())
+                .field("user", &node.username())
+                .field("password", &node.password().map(|_| "***"))
+                .finish(),
+        }
+    }
+}
+
 /// The URL cannot be used; the message says which form is expected.
 fn bad_url(shown: &str, rule: &str) -> StoreError {
-    StoreError::Unavailable(format!("redis URL {shown}: {rule}"))
+    StoreError::Config(format!("redis URL {shown}: {rule}"))
 }
 
 impl Target {
@@ -78,7 +114,7 @@ impl Target {
     /// Uses `tls` for the data nodes; refused unless the URL asks for TLS (`rediss…`).
     pub fn with_tls(mut self, tls: Option<redis::TlsCertificates>) -> Result<Self, StoreError> {
         if tls.is_some() && !self.place.uses_tls() {
-            return Err(StoreError::Unavailable(
+            return Err(StoreError::Config(
                 "Redis TLS files are set but the URL is not rediss:// (or rediss+cluster://, rediss+sentinel://)".into(),
             ));
         }
@@ -381,6 +417,18 @@ mod tests {
     }
 
     #[test]
+    fn debug_shows_no_password() {
+        for url in [
+            "redis://:hunter2@h:1/0",
+            "redis+cluster://u:hunter2@h:1,h:2",
+            "redis+sentinel://:hunter2@h:26379/m/1",
+        ] {
+            let shown = format!("{:?}", Target::parse(url).unwrap());
+            assert!(!shown.contains("hunter2"), "{shown}");
+        }
+    }
+
+    #[test]
     fn refuses_unusable_urls_with_the_form_expected() {
         for (url, says) in [
             ("localhost:6379", "must start with"),
@@ -391,7 +439,9 @@ mod tests {
             ("redis+sentinel://h:1/", "master name"),
             ("redis+sentinel://h:1/m/x", "must be a number"),
         ] {
-            let e = Place::parse(url).unwrap_err().to_string();
+            let e = Place::parse(url).unwrap_err();
+            assert!(e.is_misconfiguration() && !e.is_transient(), "{url}: {e:?}");
+            let e = e.to_string();
             assert!(e.contains(says), "{url}: {e}");
         }
         let e = Place::parse("redis+cluster://u:secret@h:1/x")

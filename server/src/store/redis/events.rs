@@ -6,7 +6,7 @@ use std::time::Duration;
 use floodgate_core::breaker::State;
 use futures::StreamExt;
 use serde::Deserialize;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tracing::{info, warn};
 
 use crate::store::{BreakerEvent, StoreError};
@@ -78,21 +78,37 @@ pub(super) fn from_fields(
     })
 }
 
+/// First wait of the relay after its subscription failed or ended.
+const RELAY_BACKOFF_FIRST: Duration = Duration::from_millis(100);
+/// Longest wait between the relay's attempts.
+const RELAY_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
 /// Subscribes to `channel` and forwards every event to `tx`, reconnecting with backoff
-/// (100 ms doubling to 5 s) whenever the connection drops.
+/// (100 ms doubling to 5 s, back to 100 ms once a subscription is up) whenever the
+/// connection drops. Each subscription after the first bumps `gaps`: events published
+/// while none was up are lost, and watchers re-read the states they show.
 pub(super) fn spawn_relay(
     target: std::sync::Arc<super::connection::Target>,
     channel: String,
     tx: broadcast::Sender<BreakerEvent>,
+    gaps: std::sync::Arc<watch::Sender<u64>>,
 ) {
     tokio::spawn(async move {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = RELAY_BACKOFF_FIRST;
+        let mut subscribed_before = false;
         // On a Cluster any node relays every PUBLISH; on failure the next seed is tried.
         // Through Sentinel the master is asked for afresh on every attempt.
         let mut attempt = 0;
         loop {
+            let on_subscribed = || {
+                backoff = RELAY_BACKOFF_FIRST;
+                if subscribed_before {
+                    gaps.send_modify(|n| *n += 1);
+                }
+                subscribed_before = true;
+            };
             let result = match target.node_client(attempt).await {
-                Ok(client) => relay(&client, &channel, &tx).await,
+                Ok(client) => relay(&client, &channel, &tx, on_subscribed).await,
                 Err(e) => Err(e),
             };
             attempt += 1;
@@ -103,7 +119,7 @@ pub(super) fn spawn_relay(
                 }
             }
             tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            backoff = (backoff * 2).min(RELAY_BACKOFF_MAX);
         }
     });
 }
@@ -112,10 +128,12 @@ async fn relay(
     client: &redis::Client,
     channel: &str,
     tx: &broadcast::Sender<BreakerEvent>,
+    on_subscribed: impl FnOnce(),
 ) -> Result<(), StoreError> {
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(channel).await?;
     info!(%channel, "relaying breaker events");
+    on_subscribed();
     let mut messages = pubsub.on_message();
     while let Some(msg) = messages.next().await {
         let payload: String = match msg.get_payload() {

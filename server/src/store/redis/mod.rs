@@ -90,6 +90,8 @@ pub struct RedisStore {
     url: String,
     /// Breaker transitions from every server, once the relay runs.
     events: broadcast::Sender<BreakerEvent>,
+    /// Re-subscriptions of the relay (see [`Store::breaker_event_gaps`]).
+    gaps: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -129,6 +131,7 @@ impl RedisStore {
             pool_size,
             url: redact(url),
             events: broadcast::channel(1024).0,
+            gaps: Arc::new(tokio::sync::watch::channel(0).0),
         })
     }
 
@@ -205,7 +208,12 @@ impl RedisStore {
     /// Relays every breaker transition published on `channel` (by any server) to
     /// [`Store::breaker_events`], reconnecting with backoff until the process ends.
     pub fn start_event_relay(&self, channel: String) {
-        events::spawn_relay(self.target.clone(), channel, self.events.clone());
+        events::spawn_relay(
+            self.target.clone(),
+            channel,
+            self.events.clone(),
+            self.gaps.clone(),
+        );
     }
 
     async fn pipeline(&self, pipe: &redis::Pipeline) -> Result<(), StoreError> {
@@ -693,6 +701,10 @@ impl Store for RedisStore {
 
     fn breaker_events(&self) -> broadcast::Receiver<BreakerEvent> {
         self.events.subscribe()
+    }
+
+    fn breaker_event_gaps(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.gaps.subscribe()
     }
 
     async fn release(
