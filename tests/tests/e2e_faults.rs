@@ -198,6 +198,28 @@ async fn blackholed_redis_every_fail_mode_answers_in_time_without_leaks_then_rec
         median < DEADLINE / 4,
         "a lone degraded answer took {median:?} (median): the store breaker should answer without waiting the {DEADLINE:?} deadline"
     );
+    // Status still answers, and says what is wrong: the store is not ready, the guard is
+    // open, and the breaker state it could not read is named instead of failing the call.
+    let status = client
+        .admin()
+        .server_status(floodgate_client::proto::v1::ServerStatusRequest {
+            namespace: ns.clone(),
+        })
+        .await
+        .expect("ServerStatus answers during an outage")
+        .into_inner();
+    assert!(
+        !status.store_ready && status.store_breaker_open,
+        "{status:?}"
+    );
+    assert!(!status.store_error.is_empty(), "{status:?}");
+    assert!(
+        status.breakers.is_empty()
+            && status.incomplete.len() == 1
+            && status.incomplete[0].starts_with("breaker payments: "),
+        "{status:?}"
+    );
+    assert_eq!(status.store_max_in_flight, 1024);
     let fds_after = open_fds(server.pid());
     assert!(
         fds_after <= fds_before + 8,
@@ -214,6 +236,22 @@ async fn blackholed_redis_every_fail_mode_answers_in_time_without_leaks_then_rec
     eprintln!("blackhole healed: answers from the store again after {took:?}");
     let after = burst(&client, &ns, "closed", 50).await;
     assert_not_degraded(&after.iter().map(|(d, _)| d.clone()).collect::<Vec<_>>());
+    let status = client
+        .admin()
+        .server_status(floodgate_client::proto::v1::ServerStatusRequest {
+            namespace: ns.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        status.store_ready && !status.store_breaker_open,
+        "{status:?}"
+    );
+    assert!(
+        status.incomplete.is_empty() && status.breakers.len() == 1,
+        "{status:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -120,6 +120,11 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 "version": s.version,
                 "store": s.store,
                 "store_ready": s.store_ready,
+                "store_error": s.store_error,
+                "store_breaker_open": s.store_breaker_open,
+                "store_calls_in_flight": s.store_calls_in_flight,
+                "store_max_in_flight": s.store_max_in_flight,
+                "incomplete": s.incomplete,
                 "schema_version": s.schema_version,
                 "supported_schema_version": s.supported_schema_version,
                 "uptime_s": duration(s.uptime.as_ref()).as_secs(),
@@ -141,10 +146,20 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!("floodgate {} at {}", s.version, args.server.url());
+    if s.store_ready {
+        println!("  store      {} (ready)", s.store);
+    } else {
+        println!("  store      {} (NOT ready: {})", s.store, s.store_error);
+    }
     println!(
-        "  store      {} ({})",
-        s.store,
-        if s.store_ready { "ready" } else { "NOT ready" }
+        "  guard      {}, {} of {} store calls in flight",
+        if s.store_breaker_open {
+            "OPEN (store failing; calls take their fail mode while a probe reconnects)"
+        } else {
+            "closed"
+        },
+        s.store_calls_in_flight,
+        s.store_max_in_flight
     );
     if s.supported_schema_version > 0 {
         println!(
@@ -236,6 +251,9 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 ""
             }
         );
+    }
+    for part in &s.incomplete {
+        println!("incomplete  {part}");
     }
     Ok(ExitCode::SUCCESS)
 }

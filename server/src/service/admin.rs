@@ -134,6 +134,8 @@ impl<S: Store> Admin for AdminService<S> {
                     )
                 })
                 .collect::<Result<Vec<_>, Error>>()?;
+            // What the store could not answer: left out, named in `incomplete`.
+            let mut incomplete = Vec::new();
             let breakers = match ns {
                 Some(_) => {
                     let reads =
@@ -141,11 +143,14 @@ impl<S: Store> Admin for AdminService<S> {
                             st.with_deadline("breaker_get", st.store.breaker_get(b, None))
                         }))
                         .await;
-                    planned
-                        .iter()
-                        .zip(reads)
-                        .map(|(b, r)| Ok(breaker_info(b, &r?.info)))
-                        .collect::<Result<Vec<_>, Error>>()?
+                    let mut infos = Vec::with_capacity(planned.len());
+                    for (b, r) in planned.iter().zip(reads) {
+                        match r {
+                            Ok(r) => infos.push(breaker_info(b, &r.info)),
+                            Err(e) => incomplete.push(format!("breaker {}: {e}", b.name)),
+                        }
+                    }
+                    infos
                 }
                 None => planned
                     .iter()
@@ -157,7 +162,9 @@ impl<S: Store> Admin for AdminService<S> {
                     })
                     .collect(),
             };
-            let store_ready = st.with_deadline("ping", st.store.ping()).await.is_ok();
+            let ping = st.with_deadline("ping", st.store.ping()).await;
+            let store_ready = ping.is_ok();
+            let store_error = ping.err().map(|e| e.to_string()).unwrap_or_default();
             let schema_version = st
                 .with_deadline("schema", st.store.schema_version(&st.keys))
                 .await
@@ -165,9 +172,16 @@ impl<S: Store> Admin for AdminService<S> {
             let memory = st.store.describe() == "memory";
             let mut queues = Vec::new();
             for q in crate::queue_watch::queues(st, ns, 100).await {
-                let s = st
+                let s = match st
                     .with_deadline("dlq_stats", st.store.dlq_stats(&q, None))
-                    .await?;
+                    .await
+                {
+                    Ok(s) => s,
+                    Err(e) => {
+                        incomplete.push(format!("queue {}/{}: {e}", q.namespace, q.name));
+                        continue;
+                    }
+                };
                 queues.push(pb::QueueSummary {
                     namespace: q.namespace.clone(),
                     queue: q.name.clone(),
@@ -201,6 +215,11 @@ impl<S: Store> Admin for AdminService<S> {
                     d.sort();
                     d
                 },
+                store_error,
+                store_breaker_open: st.guard.is_open(),
+                store_calls_in_flight: u32::try_from(st.guard.in_flight()).unwrap_or(u32::MAX),
+                store_max_in_flight: u32::try_from(st.guard.max_in_flight()).unwrap_or(u32::MAX),
+                incomplete,
             }))
         })
         .await
