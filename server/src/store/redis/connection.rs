@@ -97,6 +97,16 @@ impl std::fmt::Debug for Place {
     }
 }
 
+/// `prefix` + each host of a comma-separated list; `None` when it names none.
+fn node_urls(hosts: &str, prefix: &str) -> Option<Vec<String>> {
+    let urls: Vec<String> = hosts
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(|h| format!("{prefix}{h}"))
+        .collect();
+    (!urls.is_empty()).then_some(urls)
+}
+
 /// The URL cannot be used; the message says which form is expected.
 fn bad_url(shown: &str, rule: &str) -> StoreError {
     StoreError::Config(format!("redis URL {shown}: {rule}"))
@@ -161,14 +171,8 @@ impl Place {
                         "a Cluster URL takes no database or path: redis+cluster://host:port,host:port",
                     ));
                 }
-                let seeds: Vec<String> = hosts
-                    .split(',')
-                    .filter(|h| !h.is_empty())
-                    .map(|h| format!("{data}://{auth}{h}"))
-                    .collect();
-                if seeds.is_empty() {
-                    return Err(bad_url(&shown, "name at least one seed node (host:port)"));
-                }
+                let seeds = node_urls(hosts, &format!("{data}://{auth}"))
+                    .ok_or_else(|| bad_url(&shown, "name at least one seed node (host:port)"))?;
                 for s in &seeds {
                     redis::Client::open(s.as_str()).map_err(|e| bad_url(&shown, &e.to_string()))?;
                 }
@@ -195,14 +199,8 @@ impl Place {
                         )
                     })?,
                 };
-                let sentinels: Vec<String> = hosts
-                    .split(',')
-                    .filter(|h| !h.is_empty())
-                    .map(|h| format!("redis://{h}"))
-                    .collect();
-                if sentinels.is_empty() {
-                    return Err(bad_url(&shown, "name at least one sentinel (host:port)"));
-                }
+                let sentinels = node_urls(hosts, "redis://")
+                    .ok_or_else(|| bad_url(&shown, "name at least one sentinel (host:port)"))?;
                 // Parse user and password as redis-rs would, through a stand-in URL.
                 let probe = format!("redis://{auth}localhost/{db}");
                 let info = redis::IntoConnectionInfo::into_connection_info(probe.as_str())

@@ -296,14 +296,7 @@ fn acquire_invocation<'a>(
         inv.arg(p.algorithm().code())
             .arg(c.cost)
             .arg(u8::from(p.shadow()));
-        match p.algorithm() {
-            Algorithm::TokenBucket => inv.arg(p.emission_interval()).arg(p.capacity()).arg(""),
-            Algorithm::Concurrency => inv
-                .arg(p.limit())
-                .arg(p.lease_ttl())
-                .arg(c.lease_member.as_deref().unwrap_or("")),
-            _ => inv.arg(p.limit()).arg(p.period()).arg(""),
-        };
+        policy_args(&mut inv, c);
     }
     if let Some(first) = plan.breakers.first() {
         inv.arg(plan.breakers.len())
@@ -315,6 +308,21 @@ fn acquire_invocation<'a>(
         }
     }
     inv
+}
+
+/// The three arguments a check's algorithm reads after its code and cost, in `acquire.lua`
+/// and `refund.lua` alike: the token bucket's emission interval and capacity; a lease's
+/// limit, TTL and member; a window's limit and period.
+fn policy_args(inv: &mut ScriptInvocation<'_>, c: &crate::store::PlannedCheck) {
+    let p = &c.policy;
+    match p.algorithm() {
+        Algorithm::TokenBucket => inv.arg(p.emission_interval()).arg(p.capacity()).arg(""),
+        Algorithm::Concurrency => inv
+            .arg(p.limit())
+            .arg(p.lease_ttl())
+            .arg(c.lease_member.as_deref().unwrap_or("")),
+        _ => inv.arg(p.limit()).arg(p.period()).arg(""),
+    };
 }
 
 /// The 12 settings every breaker script reads (`br_cfg` in `lua/breaker.lua`).

@@ -1,9 +1,9 @@
 //! Redis Cluster's split Acquire: reserve one slot's checks (`acquire.lua` in `'reserve'`
 //! mode, which also answers the script's clock), and refund what an admitted reservation
 //! consumed when a later slot denies (`lua/refund.lua`, twin of `core::refund`).
-use floodgate_core::{Algorithm, CheckOutcome, Micros};
+use floodgate_core::{CheckOutcome, Micros};
 
-use super::{RedisStore, acquire_invocation, now_arg, reply, scripts};
+use super::{RedisStore, acquire_invocation, now_arg, policy_args, reply, scripts};
 use crate::store::{AcquirePlan, PlannedCheck, StoreDecision, StoreError};
 
 impl RedisStore {
@@ -50,16 +50,8 @@ impl RedisStore {
         }
         inv.arg(now_arg(now)).arg(consumed_at).arg(taken.len());
         for c in &taken {
-            let p = &c.policy;
-            inv.arg(p.algorithm().code()).arg(c.cost);
-            match p.algorithm() {
-                Algorithm::TokenBucket => inv.arg(p.emission_interval()).arg(p.capacity()).arg(""),
-                Algorithm::Concurrency => inv
-                    .arg(p.limit())
-                    .arg(p.lease_ttl())
-                    .arg(c.lease_member.as_deref().unwrap_or("")),
-                _ => inv.arg(p.limit()).arg(p.period()).arg(""),
-            };
+            inv.arg(c.policy.algorithm().code()).arg(c.cost);
+            policy_args(&mut inv, c);
         }
         let _changed: i64 = self.invoke(&inv).await?;
         Ok(())
