@@ -50,6 +50,7 @@ async fn main() -> Result<(), floodgate_client::Error> {
                 tokio::time::sleep(retry_after.min(Duration::from_millis(500))).await;
             }
             Err(CallError::Floodgate(e)) => println!("{n}: floodgate unreachable: {e}"),
+            Err(other) => println!("{n}: {other}"),
         }
     }
     // Send the last outcomes before exiting.

@@ -128,6 +128,7 @@ impl Policy {
 
 /// A policy by name (from the server's configuration) or inline.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum PolicyRef {
     /// A configured policy.
     Named(String),

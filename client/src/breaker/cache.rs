@@ -27,6 +27,7 @@ use crate::acquire::duration;
 
 /// What the cache says about one breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CachedState {
     /// Admit locally, reporting with this generation.
     Admit {

@@ -59,6 +59,7 @@ const ABANDONED_ACQUIRE_WAIT: Duration = Duration::from_secs(10);
 
 /// How a finished call counts for the breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Outcome {
     /// The dependency worked.
     Success,
@@ -73,6 +74,7 @@ pub type BreakerState = pb::BreakerState;
 
 /// Why [`Breaker::call`] did not return the call's own value.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum CallError<E> {
     /// The breaker refused: the call was not made.
     Open {
