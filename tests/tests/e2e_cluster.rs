@@ -65,6 +65,28 @@ mod cluster {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_servers_admit_exactly_each_keys_limit_and_cross_slot_checks_are_all_or_nothing() {
         let cluster = TestCluster::start();
+        // `floodgate migrate` takes the Cluster URL as the servers do: a dry run writes
+        // nothing, the run initialises, a second run has nothing to do.
+        for (args, says) in [
+            (&["--dry-run"][..], "would apply"),
+            (&[][..], "applied 0001 initial"),
+            (&[][..], "nothing to do"),
+        ] {
+            let out = std::process::Command::new(floodgate_tests::server::binary())
+                .args(["migrate", "--redis", &cluster.url()])
+                .args(args)
+                .env_remove("FLOODGATE_CONFIG")
+                .stdin(std::process::Stdio::null())
+                .output()
+                .expect("cannot run floodgate migrate");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.contains(says),
+                "migrate {args:?}: {}{stdout}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         let servers = [
             server_on(&cluster.url(), Duration::from_secs(5)),
             server_on(&cluster.url(), Duration::from_secs(5)),

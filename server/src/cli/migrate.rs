@@ -8,9 +8,12 @@ use anyhow::Context;
 use crate::{
     config::{Config, Overrides},
     keys::Keys,
-    store::redis::{
-        redact,
-        schema::{Report, Schema},
+    store::{
+        Store,
+        redis::{
+            ConnectionMode, RedisStore, redact,
+            schema::{Report, Schema},
+        },
     },
 };
 
@@ -22,11 +25,15 @@ and gets every migration. A store newer than this floodgate is refused. Running 
 again is a no-op; servers of several versions may run it at once (each step applies only
 on the version before it, atomically).
 
+Every URL form of `serve` works (redis://, rediss://, redis+cluster://, redis+sentinel://);
+the Redis TLS files come from the [tls] table of --config.
+
 Examples:
   floodgate migrate --redis redis://127.0.0.1:6379 --dry-run
-  floodgate migrate --redis redis://127.0.0.1:6379 --config floodgate.toml")]
+  floodgate migrate --redis redis://127.0.0.1:6379 --config floodgate.toml
+  floodgate migrate --redis redis+cluster://10.0.0.1:7000,10.0.0.2:7000")]
 pub struct MigrateArgs {
-    /// Redis URL (redis://[user:password@]host:port/db) [default: redis_url of --config].
+    /// Redis URL, any form `serve` takes [default: redis_url of --config].
     #[arg(long = "redis", env = "FLOODGATE_REDIS_URL")]
     pub redis_url: Option<String>,
     /// The servers' configuration file, for its key_prefix (and redis_url).
@@ -40,34 +47,23 @@ pub struct MigrateArgs {
 /// How long connecting, or any one migration step, may take.
 const DEADLINE: Duration = Duration::from_secs(10);
 
-/// One Redis node to migrate: standalone Redis is one; a Cluster will be one per primary.
-struct Node {
-    /// The URL without password, for output.
-    shown: String,
-    conn: redis::aio::MultiplexedConnection,
-}
-
-async fn connect(url: &str) -> anyhow::Result<Node> {
+/// Connects as the servers do: any URL form (`redis://`, `rediss://`, `redis+cluster://`,
+/// `redis+sentinel://`), with the Redis TLS files of `--config`'s `[tls]` table.
+async fn connect(url: &str, tls: &crate::tls::TlsTable) -> anyhow::Result<RedisStore> {
     let shown = redact(url);
-    let client = redis::Client::open(url)
-        .with_context(|| format!("{shown} is not a usable Redis URL (redis://host:port/db)"))?;
-    let conn = tokio::time::timeout(DEADLINE, client.get_multiplexed_async_connection())
+    let (_, redis_tls) = tls.split()?;
+    let certs = if url.starts_with("rediss") || redis_tls != Default::default() {
+        Some(crate::tls::redis_certificates(&redis_tls)?)
+    } else {
+        None
+    };
+    let store = RedisStore::new_tls(url, ConnectionMode::Multiplexed, 1, certs)
+        .with_context(|| format!("cannot use --redis {shown}"))?;
+    tokio::time::timeout(DEADLINE, store.reconnect())
         .await
         .map_err(|_| anyhow::anyhow!("Redis at {shown} did not answer within {DEADLINE:?}"))?
         .with_context(|| format!("cannot connect to Redis at {shown}; is it running?"))?;
-    Ok(Node { shown, conn })
-}
-
-/// The nodes that hold floodgate's keys. Redis Cluster arrives with its own issue; it will
-/// list one node per primary here, each migrated on its own by the same loop.
-async fn nodes(url: &str) -> anyhow::Result<Vec<Node>> {
-    if url.starts_with("redis+cluster://") || url.starts_with("rediss+cluster://") {
-        anyhow::bail!(
-            "{}: Redis Cluster is not supported yet (it arrives with its own issue)",
-            redact(url)
-        );
-    }
-    Ok(vec![connect(url).await?])
+    Ok(store)
 }
 
 fn describe(version: Option<u32>) -> String {
@@ -137,20 +133,19 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
         );
     };
     let schema = Schema::new(&Keys::new(config.key_prefix));
-    for mut node in nodes(&url).await? {
-        let report = tokio::time::timeout(DEADLINE * 3, schema.apply(&mut node.conn, args.dry_run))
-            .await
-            .map_err(|_| {
-                anyhow::anyhow!(
-                    "Redis at {} did not finish within {:?}; run migrate again (it continues \
-                     where it stopped)",
-                    node.shown,
-                    DEADLINE * 3
-                )
-            })?
-            .with_context(|| node.shown.clone())?;
-        print_report(&node.shown, &report, args.dry_run, schema.supported());
-    }
+    let shown = redact(&url);
+    let store = connect(&url, &config.tls).await?;
+    let report = tokio::time::timeout(DEADLINE * 3, store.apply_schema(&schema, args.dry_run))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "Redis at {shown} did not finish within {:?}; run migrate again (it continues \
+                 where it stopped)",
+                DEADLINE * 3
+            )
+        })?
+        .with_context(|| shown.clone())?;
+    print_report(&shown, &report, args.dry_run, schema.supported());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -181,7 +181,17 @@ impl RedisStore {
 
     /// Applies the migrations the store is missing ([`Schema::apply`]).
     pub async fn migrate(&self, schema: &Schema) -> Result<Report, SchemaError> {
-        with_conn!(self, SchemaError::Pool, |c| schema.apply(c, false).await)
+        self.apply_schema(schema, false).await
+    }
+
+    /// Plans the missing migrations and, unless `dry_run`, applies them. On a Cluster the
+    /// record and every migration script live in the schema key's slot.
+    pub async fn apply_schema(
+        &self,
+        schema: &Schema,
+        dry_run: bool,
+    ) -> Result<Report, SchemaError> {
+        with_conn!(self, SchemaError::Pool, |c| schema.apply(c, dry_run).await)
     }
 
     /// Loads every script (done at start; `EVALSHA` reloads by itself after a flush).

@@ -9,11 +9,10 @@
 //! the same script, so applying is atomic per step and idempotent: a second run, or a
 //! concurrent one from another server, does nothing.
 //!
-//! Everything here works on one connection to one Redis node (any
-//! [`redis::aio::ConnectionLike`]). Redis Cluster support arrives with its own issue; the
-//! runner is written so that migrating a Cluster is a loop over its primaries, each with its
-//! own connection and its own schema key (under a hash tag that node owns). See
-//! `migrations/README.md`.
+//! Everything here works on one connection (any [`redis::aio::ConnectionLike`]): one Redis,
+//! the master a Sentinel names, or a Cluster driver, where the record and every migration
+//! script live in the schema key's slot. See `migrations/README.md` for what a migration
+//! that rewrites data across a Cluster would need.
 use std::time::{Duration, UNIX_EPOCH};
 
 use redis::{Script, aio::ConnectionLike};
