@@ -42,14 +42,18 @@ def compile_protos():
     sys.path.insert(0, out)
 
 
-def run_suite(suite_class, doc):
-    """Runs every `test_*` method of `suite_class(target)` and prints "N passed, M failed"
-    last; exits non-zero on any failure (or when nothing ran)."""
+def run_suite(suite_class, doc, options=()):
+    """Runs every `test_*` method of `suite_class(target, **options)` and prints "N passed,
+    M failed" last; exits non-zero on any failure (or when nothing ran). `options` are
+    (flag name, help) pairs of required command-line options, given to the suite by name."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--server", required=True, help="host:port of a floodgate server")
     parser.add_argument("-k", default="", help="run only tests whose name contains this")
+    for name, help_text in options:
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, required=True, help=help_text)
     args = parser.parse_args()
-    suite = suite_class(args.server.removeprefix("http://"))
+    suite = suite_class(args.server.removeprefix("http://"),
+                        **{name: getattr(args, name) for name, _ in options})
     tests = sorted(name for name in dir(suite) if name.startswith("test_") and args.k in name)
     passed = failed = 0
     for name in tests:

@@ -1,7 +1,8 @@
 //! Independent clients in another language, each against a server on Redis and one on
 //! memory: `tests/python/test_rate_limiter.py`, `tests/python/test_breakers.py` and
 //! `tests/python/test_dead_letters.py` (Python grpcio, stubs compiled from `proto/` at run
-//! time), `tests/python/test_auth.py` (tokens, roles, grants, token rates, audit), and
+//! time), `tests/python/test_auth.py` (tokens, roles, grants, token rates, audit),
+//! `tests/python/test_tls.py` (mutual TLS: who is served and who is refused), and
 //! `tests/python/test_rls.py`
 //! (Envoy's `ShouldRateLimit` through PyPI's `xds-protos`, generated from envoyproxy's
 //! data-plane-api, against the rate limit files of `tests/fixtures/rls/`). Missing Python packages fail
@@ -78,10 +79,16 @@ fn require_python_grpc() {
 const RLS_SCRIPT: &str = "tests/python/test_rls.py";
 
 fn run_against(server: &TestServer, store: &str, script: &str) {
+    run_with(server, store, script, &[]);
+}
+
+/// [`run_against`] with more arguments for the script.
+fn run_with(server: &TestServer, store: &str, script: &str, extra: &[String]) {
     let target = server.url().trim_start_matches("http://").to_owned();
     let out = Command::new("python3")
         .arg(script)
         .args(["--server", &target])
+        .args(extra)
         .current_dir(workspace_root())
         .output()
         .expect("cannot run python3");
@@ -263,4 +270,47 @@ async fn python_grpcio_auth_against_memory() {
     tokio::task::spawn_blocking(move || run_against(&server, "memory", AUTH_SCRIPT))
         .await
         .unwrap();
+}
+
+/// The TLS script, relative to the workspace root.
+const TLS_SCRIPT: &str = "tests/python/test_tls.py";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_grpcio_mutual_tls_against_memory() {
+    use floodgate_tests::tls_support::Ca;
+    require_python_grpc();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "main");
+    let cert = ca.server(dir.path(), "server");
+    let client = ca.client(dir.path(), "py-client");
+    let other = Ca::new(dir.path(), "other");
+    let stranger = other.client(dir.path(), "py-stranger");
+    let path = |p: &Path| p.display().to_string();
+    let server = TestServer::start(ServerOptions {
+        config: Some(CONFIG.into()),
+        extra_args: vec![
+            "--tls-cert".into(),
+            path(&cert.cert),
+            "--tls-key".into(),
+            path(&cert.key),
+            "--tls-client-ca".into(),
+            path(&ca.pem),
+        ],
+        ..Default::default()
+    });
+    let args: Vec<String> = [
+        ("--ca", &ca.pem),
+        ("--client-cert", &client.cert),
+        ("--client-key", &client.key),
+        ("--other-ca", &other.pem),
+        ("--other-cert", &stranger.cert),
+        ("--other-key", &stranger.key),
+    ]
+    .into_iter()
+    .flat_map(|(flag, p)| [flag.to_owned(), path(p)])
+    .collect();
+    tokio::task::spawn_blocking(move || run_with(&server, "memory", TLS_SCRIPT, &args))
+        .await
+        .unwrap();
+    drop(dir);
 }
