@@ -22,22 +22,15 @@ pub async fn queues<S: Store>(
     state: &AppState<S>,
     namespace: Option<&str>,
     max: usize,
-) -> Vec<PlannedQueue> {
-    let members = match state
+) -> Result<Vec<PlannedQueue>, crate::error::Error> {
+    let members = state
         .with_deadline(
             "queue_index",
             state.store.queue_index(&state.keys.queue_index()),
         )
-        .await
-    {
-        Ok(m) => m,
-        Err(e) => {
-            warn!(error = %e, "could not read the queue index");
-            return Vec::new();
-        }
-    };
+        .await?;
     let config = state.config.load();
-    members
+    Ok(members
         .iter()
         .filter_map(|m| m.split_once('\t'))
         .filter(|(ns, _)| namespace.is_none_or(|want| want == *ns))
@@ -51,7 +44,7 @@ pub async fn queues<S: Store>(
             })
         })
         .take(max)
-        .collect()
+        .collect())
 }
 
 /// Refreshes the gauges every [`REFRESH_EVERY`] until the process ends.
@@ -61,7 +54,14 @@ pub fn spawn<S: Store>(state: Arc<AppState<S>>) {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            for q in queues(&state, None, MAX_WATCHED).await {
+            let listed = match queues(&state, None, MAX_WATCHED).await {
+                Ok(q) => q,
+                Err(e) => {
+                    warn!(error = %e, "could not read the queue index");
+                    continue;
+                }
+            };
+            for q in listed {
                 match state
                     .with_deadline("dlq_stats", state.store.dlq_stats(&q, None))
                     .await

@@ -204,4 +204,17 @@ async fn status_and_top_commands() {
         err.contains("namespace:") && err.contains("--namespace"),
         "{err}"
     );
+    // `floodgate status | head -0`: a reader that closed the pipe ends the command quietly
+    // (SIGPIPE, as Unix tools do), not with a panic about a failed print.
+    let mut child = std::process::Command::new(floodgate_tests::server::binary())
+        .args(["status", "--server", &url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run floodgate");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(out.status.code(), Some(101), "{err}");
 }

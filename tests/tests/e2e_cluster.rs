@@ -63,7 +63,7 @@ mod cluster {
     use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn two_servers_admit_exactly_each_keys_limit_and_cross_slot_checks_are_all_or_nothing() {
+    async fn exact_two_servers_admit_each_keys_limit_and_cross_slot_checks_are_all_or_nothing() {
         let cluster = TestCluster::start();
         // `floodgate migrate` takes the Cluster URL as the servers do: a dry run writes
         // nothing, the run initialises, a second run has nothing to do.

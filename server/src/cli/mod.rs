@@ -69,9 +69,24 @@ pub enum Command {
     Audit(audit::AuditArgs),
 }
 
+/// `floodgate status | head` ends quietly, as Unix tools do, instead of panicking on the
+/// closed pipe: the one-shot commands take SIGPIPE's default action. `serve` and `bench`
+/// keep Rust's "ignore", so a peer that hangs up is an error on that socket, never the end
+/// of the process.
+fn end_quietly_on_a_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: called once at start, before any thread is spawned; SIG_DFL is a valid action.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Parses the process arguments and runs the subcommand; errors print as `error: …`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_) | Command::Bench(_)) {
+        end_quietly_on_a_closed_pipe();
+    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     let threads = match &cli.command {
         Command::Serve(a) => a.worker_threads,

@@ -146,21 +146,25 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!("floodgate {} at {}", s.version, args.server.url());
-    if s.store_ready {
-        println!("  store      {} (ready)", s.store);
-    } else {
-        println!("  store      {} (NOT ready: {})", s.store, s.store_error);
+    match (s.store_ready, s.store_error.is_empty()) {
+        (true, _) => println!("  store      {} (ready)", s.store),
+        // A server older than the store_error field.
+        (false, true) => println!("  store      {} (NOT ready)", s.store),
+        (false, false) => println!("  store      {} (NOT ready: {})", s.store, s.store_error),
     }
-    println!(
-        "  guard      {}, {} of {} store calls in flight",
-        if s.store_breaker_open {
-            "OPEN (store failing; calls take their fail mode while a probe reconnects)"
-        } else {
-            "closed"
-        },
-        s.store_calls_in_flight,
-        s.store_max_in_flight
-    );
+    // Older servers do not send the guard's fields (the cap is never 0).
+    if s.store_max_in_flight > 0 {
+        println!(
+            "  guard      {}, {} of {} store calls in flight",
+            if s.store_breaker_open {
+                "OPEN (store failing; calls take their fail mode while a probe reconnects)"
+            } else {
+                "closed"
+            },
+            s.store_calls_in_flight,
+            s.store_max_in_flight
+        );
+    }
     if s.supported_schema_version > 0 {
         println!(
             "  schema     {} (this server understands up to {})",

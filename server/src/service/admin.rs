@@ -111,15 +111,21 @@ impl<S: Store> Admin for AdminService<S> {
                 validate::namespace_rule(&req.namespace)?;
                 Some(req.namespace.as_str())
             };
+            // What the store could not answer: left out, named in `incomplete`.
+            let mut incomplete = Vec::new();
             let mut names: BTreeSet<String> = config.breakers.keys().cloned().collect();
             if let Some(ns) = ns {
                 names.remove(DEFAULT_BREAKER);
                 let index = st.keys.breaker_index(ns);
-                if let Ok(noted) = st
+                match st
                     .with_deadline("breaker_index", st.store.breaker_index(&index))
                     .await
                 {
-                    names.extend(noted.into_iter().filter(|n| config.breaker(n).is_some()));
+                    Ok(noted) => {
+                        names.extend(noted.into_iter().filter(|n| config.breaker(n).is_some()))
+                    }
+                    Err(e) => incomplete
+                        .push(format!("breaker index (template breakers with state): {e}")),
                 }
             }
             let planned = names
@@ -134,8 +140,6 @@ impl<S: Store> Admin for AdminService<S> {
                     )
                 })
                 .collect::<Result<Vec<_>, Error>>()?;
-            // What the store could not answer: left out, named in `incomplete`.
-            let mut incomplete = Vec::new();
             let breakers = match ns {
                 Some(_) => {
                     let reads =
@@ -165,13 +169,25 @@ impl<S: Store> Admin for AdminService<S> {
             let ping = st.with_deadline("ping", st.store.ping()).await;
             let store_ready = ping.is_ok();
             let store_error = ping.err().map(|e| e.to_string()).unwrap_or_default();
-            let schema_version = st
+            let schema_version = match st
                 .with_deadline("schema", st.store.schema_version(&st.keys))
                 .await
-                .unwrap_or(0);
+            {
+                Ok(v) => v,
+                Err(e) => {
+                    incomplete.push(format!("schema version: {e}"));
+                    0
+                }
+            };
             let memory = st.store.describe() == "memory";
             let mut queues = Vec::new();
-            for q in crate::queue_watch::queues(st, ns, 100).await {
+            let listed = crate::queue_watch::queues(st, ns, 100)
+                .await
+                .unwrap_or_else(|e| {
+                    incomplete.push(format!("queue index (queues with state): {e}"));
+                    Vec::new()
+                });
+            for q in listed {
                 let s = match st
                     .with_deadline("dlq_stats", st.store.dlq_stats(&q, None))
                     .await

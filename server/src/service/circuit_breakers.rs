@@ -497,17 +497,16 @@ async fn relay_watch<S: Store>(
             .iter()
             .any(|b| b.namespace == e.namespace && b.name == e.breaker)
     };
-    // Set when events may have been missed; cleared once the current states went out.
-    let mut resync = false;
+    // When a resync that could not read the store tries again (events keep flowing
+    // meanwhile, so the retry has a fixed time, not a fresh timer per pass).
+    let mut retry_at: Option<tokio::time::Instant> = None;
     loop {
         let next = tokio::select! {
             e = events.recv() => e,
             // The fleet's feed was down for a while: treat it as missed events.
             Ok(()) = gaps.changed() => Err(broadcast::error::RecvError::Lagged(0)),
-            // A resync that could not read the store tries again.
-            () = tokio::time::sleep(Duration::from_millis(100)), if resync => {
-                Err(broadcast::error::RecvError::Lagged(0))
-            }
+            () = tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)),
+                if retry_at.is_some() => Err(broadcast::error::RecvError::Lagged(0)),
             _ = shutdown.wait_for(|stopping| *stopping) => return,
             () = tx.closed() => return,
         };
@@ -520,12 +519,12 @@ async fn relay_watch<S: Store>(
             Ok(_) => {}
             Err(broadcast::error::RecvError::Lagged(_)) => {
                 // Missed some (or the feed had a gap): send every watched breaker's
-                // current state again, retrying until the store answers.
-                resync = true;
+                // current state again, retrying every 100 ms until the store answers.
                 let Ok(current) = current_events(&state, &planned).await else {
+                    retry_at = Some(tokio::time::Instant::now() + Duration::from_millis(100));
                     continue;
                 };
-                resync = false;
+                retry_at = None;
                 for e in current {
                     if tx.send(Ok(e)).await.is_err() {
                         return;

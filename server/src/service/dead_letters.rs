@@ -350,8 +350,9 @@ impl<S: Store> DeadLetters for DeadLettersService<S> {
             };
             let st = &self.state;
             let (id, duplicate) = if q.settings.durability == Durability::Replicated {
-                // Half the deadline for the replica, the rest for the publish itself.
-                let wait = (st.config.load().store_timeout / 2).max(Duration::from_millis(1));
+                // Three quarters of the deadline for checkout, publish and WAIT (which gets
+                // what is left of it); the last quarter for the answer to come back.
+                let wait = (st.config.load().store_timeout * 3 / 4).max(Duration::from_millis(1));
                 let (id, duplicate, replicas) = st
                     .with_deadline(
                         "dlq_publish",

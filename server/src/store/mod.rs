@@ -269,9 +269,9 @@ pub trait Store: Send + Sync + 'static {
         m: &floodgate_core::dead_letters::Message,
         now: Option<Micros>,
     ) -> impl Future<Output = Result<(String, bool), StoreError>> + Send;
-    /// Publishes like [`Store::dlq_publish`], then waits up to `wait` for a replica to take
-    /// the write (Redis `WAIT`), without holding up other calls; (id, duplicate, replicas
-    /// that confirmed it). A store without replicas answers 0.
+    /// Publishes like [`Store::dlq_publish`], then waits for a replica to take the write
+    /// (Redis `WAIT`), the whole within `wait`, without holding up other calls; (id,
+    /// duplicate, replicas that confirmed it). A store without replicas answers 0.
     fn dlq_publish_replicated(
         &self,
         q: &PlannedQueue,

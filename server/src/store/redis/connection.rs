@@ -14,13 +14,13 @@ use std::{sync::Arc, time::Duration};
 use arc_swap::ArcSwapOption;
 use redis::{
     Client,
-    aio::{ConnectionManager, ConnectionManagerConfig},
+    aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection},
     cluster::ClusterClientBuilder,
     cluster_async::ClusterConnection,
     sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType},
 };
 
-use super::ConnectionMode;
+use super::{ConnectionMode, exclusive::Exclusive};
 use crate::store::StoreError;
 
 /// How long one node may take to answer inside the Cluster driver: a backstop against
@@ -28,9 +28,12 @@ use crate::store::StoreError;
 const NODE_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a new TCP connection to a node may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Connections at most in the exclusive pool beside a multiplexed connection (see
-/// [`Conn::exclusive`]); opened on demand, so a server that never blocks opens none.
+/// Connections at most for calls that block their connection (see [`Exclusive`]); opened
+/// on demand, so a server that never blocks opens none.
 const EXCLUSIVE_POOL_SIZE: usize = 8;
+/// How long one node may take to answer on an exclusive Cluster connection: longer than any
+/// `WAIT`, since the caller's own deadline is what ends a call there.
+const EXCLUSIVE_RESPONSE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Where Redis is, and the TLS files for it. Its `Debug` shows no password and no key.
 #[derive(Clone)]
@@ -284,16 +287,26 @@ impl Target {
         // server's `store_timeout` is the one deadline of every store call.
         match (&self.place, mode) {
             (Place::Cluster(seeds), _) => {
-                let mut builder = ClusterClientBuilder::new(seeds.clone())
-                    .connection_timeout(CONNECT_TIMEOUT)
-                    .response_timeout(NODE_RESPONSE_TIMEOUT);
-                if let Some(certs) = &self.tls {
-                    builder = builder.certs(certs.clone());
-                }
-                let client = builder.build()?;
+                let builder = |response_timeout| {
+                    let b = ClusterClientBuilder::new(seeds.clone())
+                        .connection_timeout(CONNECT_TIMEOUT)
+                        .response_timeout(response_timeout);
+                    match &self.tls {
+                        Some(certs) => b.certs(certs.clone()),
+                        None => b,
+                    }
+                };
+                let client = builder(NODE_RESPONSE_TIMEOUT).build()?;
+                let blocking = builder(EXCLUSIVE_RESPONSE_TIMEOUT).build()?;
                 Ok(Conn::Cluster {
                     shared: client.get_async_connection().await?,
-                    exclusive: client.get_async_connection().await?,
+                    exclusive: Exclusive::new(
+                        EXCLUSIVE_POOL_SIZE,
+                        Box::new(move || {
+                            let c = blocking.clone();
+                            Box::pin(async move { Ok(c.get_async_connection().await?) })
+                        }),
+                    ),
                 })
             }
             (_, ConnectionMode::Multiplexed) => {
@@ -311,7 +324,7 @@ impl Target {
                 let config = ConnectionManagerConfig::new()
                     .set_response_timeout(None)
                     .set_connection_timeout(Some(CONNECT_TIMEOUT));
-                let exclusive = pool(&client, EXCLUSIVE_POOL_SIZE)?;
+                let exclusive = exclusive(&client);
                 Ok(Conn::Multiplexed {
                     shared: ConnectionManager::new_with_config(client, config).await?,
                     exclusive,
@@ -319,47 +332,68 @@ impl Target {
             }
             (_, ConnectionMode::Pool) => {
                 let client = self.node_client(0).await?;
-                Ok(Conn::Pool(pool(&client, pool_size)?))
+                let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+                let manager = deadpool_redis::Manager::new_with_config(
+                    client.get_connection_info().clone(),
+                    config,
+                )?;
+                let pool = deadpool_redis::Pool::builder(manager)
+                    .max_size(pool_size.max(1))
+                    .runtime(deadpool_redis::Runtime::Tokio1)
+                    .build()
+                    .map_err(|e| StoreError::Pool(e.to_string()))?;
+                Ok(Conn::Pool {
+                    pool,
+                    exclusive: exclusive(&client),
+                })
             }
         }
     }
 }
 
-/// A pool of up to `size` exclusive connections to `client`'s node, opened on demand.
-fn pool(client: &Client, size: usize) -> Result<deadpool_redis::Pool, StoreError> {
-    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-    let manager =
-        deadpool_redis::Manager::new_with_config(client.get_connection_info().clone(), config)?;
-    deadpool_redis::Pool::builder(manager)
-        .max_size(size.max(1))
-        .runtime(deadpool_redis::Runtime::Tokio1)
-        .build()
-        .map_err(|e| StoreError::Pool(e.to_string()))
+/// Exclusive connections to `client`'s node, beside the ordinary ones.
+fn exclusive(client: &Client) -> Arc<Exclusive<MultiplexedConnection>> {
+    let client = client.clone();
+    Exclusive::new(
+        EXCLUSIVE_POOL_SIZE,
+        Box::new(move || {
+            let client = client.clone();
+            Box::pin(async move {
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(None);
+                Ok(client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?)
+            })
+        }),
+    )
 }
 
-/// The live connection(s).
+/// The live connection(s). Every kind also has [`Exclusive`] connections for calls that
+/// block their connection (`WAIT`), so those hold up no one else.
 #[derive(Clone)]
-///
-/// Every kind also has a way to run commands that block their connection (`WAIT`) without
-/// holding up anyone else: see [`Conn::exclusive`].
 pub enum Conn {
-    /// One shared, auto-pipelined connection that reconnects by itself, and a small pool of
-    /// exclusive connections beside it for commands that block.
+    /// One shared, auto-pipelined connection that reconnects by itself.
     Multiplexed {
         /// Every ordinary call.
         shared: ConnectionManager,
         /// Calls that block their connection.
-        exclusive: deadpool_redis::Pool,
+        exclusive: Arc<Exclusive<MultiplexedConnection>>,
     },
-    /// A pool of exclusive connections (deadpool-redis).
-    Pool(deadpool_redis::Pool),
-    /// The Cluster driver's connections (route by slot, follow MOVED/ASK): one set for
-    /// ordinary calls, one for calls that block a node's connection.
+    /// A pool of connections (deadpool-redis), each lent to one call at a time.
+    Pool {
+        /// Every ordinary call.
+        pool: deadpool_redis::Pool,
+        /// Calls that block their connection (apart, so they cannot use up the pool).
+        exclusive: Arc<Exclusive<MultiplexedConnection>>,
+    },
+    /// The Cluster driver's connections (route by slot, follow MOVED/ASK).
     Cluster {
         /// Every ordinary call.
         shared: ClusterConnection,
-        /// Calls that block their node's connection.
-        exclusive: ClusterConnection,
+        /// Calls that block their node's connection: each its own driver.
+        exclusive: Arc<Exclusive<ClusterConnection>>,
     },
 }
 

@@ -7,7 +7,7 @@ use floodgate_core::{
     Micros,
     dead_letters::{Counters, Message, QueueStats},
 };
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::{
     ScriptInvocation, Value,
@@ -118,41 +118,47 @@ impl RedisStore {
         Ok((id, dup == 1))
     }
 
-    /// Publishes, then runs `WAIT 1 <wait>` on the same connection: WAIT counts the replicas
+    /// Publishes, then runs `WAIT 1 <ms>` on the same connection: WAIT counts the replicas
     /// that took that connection's writes so far. WAIT blocks its connection until a replica
-    /// answers or the wait ends, so both run on a connection no other call shares (the
-    /// exclusive pool, or on a Cluster the exclusive driver's link to the queue's primary);
-    /// Acquires never queue behind it. (id, duplicate, replicas that confirmed).
+    /// answers or the wait ends, so both run on an [`Exclusive`](super::exclusive::Exclusive)
+    /// connection (on a Cluster with WAIT sent to the queue's primary only) and no other call
+    /// waits behind it. Checkout, publish and WAIT share `budget`: WAIT gets what is left
+    /// (at least 1 ms). (id, duplicate, replicas that confirmed).
     pub(super) async fn dlq_publish_replicated_impl(
         &self,
         q: &PlannedQueue,
         idempotency_record: Option<&str>,
         m: &Message,
         now: Option<Micros>,
-        wait: Duration,
+        budget: Duration,
     ) -> Result<(String, bool, u64), StoreError> {
+        let until = Instant::now() + budget;
         let inv = publish_invocation(q, idempotency_record, m, now)?;
-        let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
-        let mut wait_cmd = redis::cmd("WAIT");
-        wait_cmd.arg(1).arg(wait_ms);
+        let wait = || {
+            let left = until.saturating_duration_since(Instant::now());
+            let ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1);
+            let mut cmd = redis::cmd("WAIT");
+            cmd.arg(1).arg(ms);
+            cmd
+        };
         let conn = self.slot.get()?;
         let ((id, dup), replicas): ((String, i64), u64) = match &*conn {
-            Conn::Multiplexed { exclusive, .. } | Conn::Pool(exclusive) => {
-                let mut c = exclusive
-                    .get()
-                    .await
-                    .map_err(|e| StoreError::Pool(e.to_string()))?;
-                let published = invoke_on(&inv, &mut c).await?;
-                (published, wait_cmd.query_async(&mut c).await?)
+            Conn::Multiplexed { exclusive, .. } | Conn::Pool { exclusive, .. } => {
+                let mut held = exclusive.hold(budget / 2).await?;
+                let published = invoke_on(&inv, held.conn()).await?;
+                let replicas = wait().query_async(held.conn()).await?;
+                held.release();
+                (published, replicas)
             }
             Conn::Cluster { exclusive, .. } => {
-                let mut c = exclusive.clone();
-                let published = invoke_on(&inv, &mut c).await?;
+                let mut held = exclusive.hold(budget / 2).await?;
+                let published = invoke_on(&inv, held.conn()).await?;
                 // The driver would send WAIT to every primary; it belongs to the queue's.
                 let primary = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
                     Route::new(hash_slot(&q.keys[0]), SlotAddr::Master),
                 ));
-                let replicas = c.route_command(wait_cmd, primary).await?;
+                let replicas = held.conn().route_command(wait(), primary).await?;
+                held.release();
                 let replicas = redis::from_redis_value(replicas)
                     .map_err(|e| bad(format!("WAIT answered {e}")))?;
                 (published, replicas)

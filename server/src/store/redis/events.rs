@@ -1,7 +1,7 @@
 //! Breaker transitions across the fleet: every script that makes one PUBLISHes it as JSON
 //! on the events channel (`lua/breaker.lua`, `br_transition`), and each server relays the
 //! channel to its own `Watch` streams. The history stream of each breaker is read here too.
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use floodgate_core::breaker::State;
 use futures::StreamExt;
@@ -82,11 +82,14 @@ pub(super) fn from_fields(
 const RELAY_BACKOFF_FIRST: Duration = Duration::from_millis(100);
 /// Longest wait between the relay's attempts.
 const RELAY_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A subscription that lasted this long resets the backoff to its first wait (one that
+/// Redis keeps cutting at once does not: each new one makes every Watch re-read).
+const RELAY_STABLE: Duration = Duration::from_secs(5);
 
 /// Subscribes to `channel` and forwards every event to `tx`, reconnecting with backoff
-/// (100 ms doubling to 5 s, back to 100 ms once a subscription is up) whenever the
-/// connection drops. Each subscription after the first bumps `gaps`: events published
-/// while none was up are lost, and watchers re-read the states they show.
+/// (100 ms doubling to 5 s, back to 100 ms after a subscription that lasted 5 s) whenever
+/// the connection drops. Every subscription bumps `gaps`: events published while none was
+/// up (before the first, or between two) are lost, and watchers re-read their states.
 pub(super) fn spawn_relay(
     target: std::sync::Arc<super::connection::Target>,
     channel: String,
@@ -95,17 +98,14 @@ pub(super) fn spawn_relay(
 ) {
     tokio::spawn(async move {
         let mut backoff = RELAY_BACKOFF_FIRST;
-        let mut subscribed_before = false;
         // On a Cluster any node relays every PUBLISH; on failure the next seed is tried.
         // Through Sentinel the master is asked for afresh on every attempt.
         let mut attempt = 0;
         loop {
+            let mut subscribed_at = None;
             let on_subscribed = || {
-                backoff = RELAY_BACKOFF_FIRST;
-                if subscribed_before {
-                    gaps.send_modify(|n| *n += 1);
-                }
-                subscribed_before = true;
+                subscribed_at = Some(Instant::now());
+                gaps.send_modify(|n| *n += 1);
             };
             let result = match target.node_client(attempt).await {
                 Ok(client) => relay(&client, &channel, &tx, on_subscribed).await,
@@ -117,6 +117,9 @@ pub(super) fn spawn_relay(
                 Err(e) => {
                     warn!(%channel, error = %e, "breaker event subscription failed; retrying")
                 }
+            }
+            if subscribed_at.is_some_and(|t: Instant| t.elapsed() >= RELAY_STABLE) {
+                backoff = RELAY_BACKOFF_FIRST;
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(RELAY_BACKOFF_MAX);

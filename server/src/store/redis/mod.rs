@@ -33,6 +33,7 @@ use super::{
 pub mod connection;
 mod dlq;
 mod events;
+mod exclusive;
 mod refund;
 mod reply;
 mod split;
@@ -66,8 +67,8 @@ macro_rules! with_conn {
                 let $c = &mut shared.clone();
                 $body
             }
-            Conn::Pool(p) => {
-                let mut pooled = p.get().await.map_err(|e| $err(e.to_string()))?;
+            Conn::Pool { pool, .. } => {
+                let mut pooled = pool.get().await.map_err(|e| $err(e.to_string()))?;
                 let $c = &mut pooled;
                 $body
             }
