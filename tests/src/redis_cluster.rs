@@ -76,7 +76,7 @@ pub struct TestCluster {
 
 /// A random port in 10000..22768 whose port + 10000 (the cluster bus) is below the ephemeral
 /// range too, with both free now; `taken` keeps picks of one cluster apart.
-fn cluster_port(taken: &[u16]) -> u16 {
+pub(crate) fn cluster_port(taken: &[u16]) -> u16 {
     let random = RandomState::new();
     for attempt in 0u64..1000 {
         let port = 10000 + (random.hash_one(attempt) % 12768) as u16;

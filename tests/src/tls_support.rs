@@ -55,19 +55,32 @@ impl Ca {
 
     /// A server certificate for `localhost` and 127.0.0.1.
     pub fn server(&self, dir: &Path, name: &str) -> Leaf {
-        self.leaf(dir, name, ExtendedKeyUsagePurpose::ServerAuth)
+        self.leaf(dir, name, vec![ExtendedKeyUsagePurpose::ServerAuth])
     }
 
     /// A client certificate.
     pub fn client(&self, dir: &Path, name: &str) -> Leaf {
-        self.leaf(dir, name, ExtendedKeyUsagePurpose::ClientAuth)
+        self.leaf(dir, name, vec![ExtendedKeyUsagePurpose::ClientAuth])
     }
 
-    fn leaf(&self, dir: &Path, name: &str, usage: ExtendedKeyUsagePurpose) -> Leaf {
+    /// A certificate for both ends, as Redis Cluster nodes need: each is a TLS client of
+    /// the others' bus ports.
+    pub fn node(&self, dir: &Path, name: &str) -> Leaf {
+        self.leaf(
+            dir,
+            name,
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        )
+    }
+
+    fn leaf(&self, dir: &Path, name: &str, usages: Vec<ExtendedKeyUsagePurpose>) -> Leaf {
         let mut params =
             CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
-        params.extended_key_usages = vec![usage];
+        params.extended_key_usages = usages;
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         let leaf = Leaf {
@@ -94,8 +107,20 @@ impl TlsRedis {
     /// Starts one with `server`'s certificate; `client_ca` set requires client
     /// certificates signed by it.
     pub fn start(dir: &Path, server: &Leaf, ca: &Ca, require_clients: bool) -> Self {
+        Self::start_with(dir, server, ca, require_clients, &[], crate::free_port)
+    }
+
+    /// [`start`](Self::start) with more arguments, on a port from `port`.
+    fn start_with(
+        dir: &Path,
+        server: &Leaf,
+        ca: &Ca,
+        require_clients: bool,
+        extra: &[&str],
+        port: impl Fn() -> u16,
+    ) -> Self {
         for _ in 0..5 {
-            let port = crate::free_port();
+            let port = port();
             let mut child = Command::new("redis-server")
                 .args(["--port", "0", "--tls-port", &port.to_string()])
                 .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -109,6 +134,7 @@ impl TlsRedis {
                     "--tls-auth-clients",
                     if require_clients { "yes" } else { "no" },
                 ])
+                .args(extra)
                 .arg("--dir")
                 .arg(dir)
                 .stdout(Stdio::null())
@@ -139,5 +165,104 @@ impl Drop for TlsRedis {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A Redis Cluster of `n` primaries (no replicas) that speaks only TLS, to clients and on
+/// its bus, each node with `server`'s certificate (one of [`Ca::node`]: both ends of TLS); created with `redis-cli --tls --cluster
+/// create` and returned once every node says `cluster_state:ok`. Killed when dropped.
+pub fn tls_cluster(dir: &Path, server: &Leaf, ca: &Ca, n: usize) -> Vec<TlsRedis> {
+    crate::redis_proc::require("redis-cli");
+    let mut nodes: Vec<TlsRedis> = Vec::with_capacity(n);
+    for i in 0..n {
+        let node_dir = dir.join(format!("node{i}"));
+        std::fs::create_dir_all(&node_dir).unwrap();
+        let taken: Vec<u16> = nodes.iter().map(TlsRedis::port).collect();
+        nodes.push(TlsRedis::start_with(
+            &node_dir,
+            server,
+            ca,
+            false,
+            &[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "1000",
+                "--tls-cluster",
+                "yes",
+            ],
+            || crate::redis_cluster::cluster_port(&taken),
+        ));
+    }
+    // Each redis-cli run within 30 s (`--cluster create` waits for the join forever).
+    let cli = |args: &[String]| {
+        let mut child = Command::new("redis-cli")
+            .arg("--tls")
+            .arg("--cacert")
+            .arg(&ca.pem)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot run redis-cli; install redis-tools");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().expect("redis-cli").is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("redis-cli");
+                panic!(
+                    "redis-cli --tls {args:?} did not finish within 30 s: {}",
+                    String::from_utf8_lossy(&out.stdout)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.wait_with_output().expect("redis-cli")
+    };
+    let mut create = vec!["--cluster".to_owned(), "create".to_owned()];
+    create.extend(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())));
+    create.push("--cluster-yes".into());
+    let out = cli(&create);
+    assert!(
+        out.status.success(),
+        "redis-cli --tls --cluster create failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for node in &nodes {
+        let info = [
+            "-p".to_owned(),
+            node.port().to_string(),
+            "cluster".into(),
+            "info".into(),
+        ];
+        loop {
+            let out = cli(&info);
+            if String::from_utf8_lossy(&out.stdout).contains("cluster_state:ok") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "TLS cluster node {} never reached cluster_state:ok",
+                node.port()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    nodes
+}
+
+impl TlsRedis {
+    /// The TLS port.
+    pub fn port(&self) -> u16 {
+        self.url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port")
     }
 }

@@ -256,3 +256,66 @@ async fn floodgate_on_redis_over_tls() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("Redis at {}", redis.url)), "{err}");
 }
+
+/// floodgate on a Redis Cluster that speaks only TLS (`rediss+cluster://`, the CA from
+/// `[tls]`): `floodgate migrate` initialises it, and an Acquire whose two checks live in
+/// different slots is decided from the store, all or nothing, exactly at the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floodgate_on_a_redis_cluster_over_tls() {
+    use floodgate_client::{Decision, PolicyRef};
+    use floodgate_tests::tls_support::tls_cluster;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "cluster");
+    let cert = ca.node(dir.path(), "node");
+    // Blocks a few seconds; the multi-thread runtime has another worker meanwhile.
+    let nodes = tls_cluster(dir.path(), &cert, &ca, 3);
+    let hosts: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port()))
+        .collect();
+    let url = format!("rediss+cluster://{}", hosts.join(","));
+    let config = format!(
+        "[tls]\nredis_ca_file = \"{}\"\n\n[policies.two]\nalgorithm = \"fixed_window\"\nlimit = 2\nperiod = \"1h\"\nfail_mode = \"closed\"\n",
+        ca.pem.display()
+    );
+    let config_file = dir.path().join("floodgate.toml");
+    std::fs::write(&config_file, &config).unwrap();
+    let out = Command::new(binary())
+        .args(["migrate", "--redis", &url, "--config"])
+        .arg(&config_file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("applied 0001 initial"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server = TestServer::start(ServerOptions {
+        redis_url: Some(url),
+        config: Some(config),
+        ..Default::default()
+    });
+    let client = server.client().await;
+    let ns = unique_namespace("tlscluster");
+    // Two keys in different slots (the hash tag is {ns:key}).
+    let slot = |k: &str| floodgate_server::store::redis::hash_slot(&format!("{{{ns}:{k}}}"));
+    let other = (0..100)
+        .map(|i| format!("b{i}"))
+        .find(|k| slot(k) != slot("a"))
+        .unwrap();
+    let mut allowed = 0;
+    for _ in 0..3 {
+        let d: Decision = client
+            .acquire(&ns)
+            .check("a", PolicyRef::Named("two".into()))
+            .check(other.clone(), PolicyRef::Named("two".into()))
+            .send()
+            .await
+            .expect("Acquire over TLS to the Cluster");
+        assert!(!d.degraded, "decided without the store: {d:?}");
+        allowed += usize::from(d.allowed);
+    }
+    assert_eq!(allowed, 2, "a limit of 2 on both keys");
+    drop(nodes);
+}
