@@ -91,18 +91,23 @@ pub(crate) fn cluster_port(taken: &[u16]) -> u16 {
     panic!("no free port pair (p, p + 10000) in 10000..32768 after 1000 tries");
 }
 
+/// What makes a `redis-server` a test Cluster node: cluster mode, its own `nodes.conf` in
+/// its directory, and a 1 s node timeout so failovers take seconds, not tens.
+pub(crate) const CLUSTER_NODE_ARGS: [&str; 6] = [
+    "--cluster-enabled",
+    "yes",
+    "--cluster-config-file",
+    "nodes.conf",
+    "--cluster-node-timeout",
+    "1000",
+];
+
 fn node_args(port: u16, dir: &Path) -> Vec<OsString> {
     let mut args = RedisProcess::base_args(port, dir);
-    for a in [
-        "--cluster-enabled",
-        "yes",
-        "--cluster-config-file",
-        "nodes.conf",
-        "--cluster-node-timeout",
-        "1000",
-        "--cluster-replica-validity-factor",
-        "0",
-    ] {
+    for a in CLUSTER_NODE_ARGS
+        .iter()
+        .chain(&["--cluster-replica-validity-factor", "0"])
+    {
         args.push(a.into());
     }
     args

@@ -184,15 +184,10 @@ pub fn tls_cluster(dir: &Path, server: &Leaf, ca: &Ca, n: usize) -> Vec<TlsRedis
             ca,
             false,
             &[
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-node-timeout",
-                "1000",
-                "--tls-cluster",
-                "yes",
-            ],
+                &crate::redis_cluster::CLUSTER_NODE_ARGS[..],
+                &["--tls-cluster", "yes"],
+            ]
+            .concat(),
             || crate::redis_cluster::cluster_port(&taken),
         ));
     }
