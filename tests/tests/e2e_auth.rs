@@ -132,6 +132,18 @@ async fn call(c: &Client, rpc: &str, ns: &str) -> Result<(), Status> {
         cost: 1,
         policy: Some(pb::limit_check::Policy::PolicyName("api".into())),
     };
+    // A dead-letter RPC in `ns`'s queue `q` with the rest of its request left default.
+    macro_rules! dl {
+        ($method:ident, $request:ident) => {
+            dl.$method(pb::$request {
+                namespace: ns,
+                queue: q,
+                ..Default::default()
+            })
+            .await
+            .map(drop)
+        };
+    }
     match rpc {
         "Acquire" => c
             .rate_limiter()
@@ -241,14 +253,7 @@ async fn call(c: &Client, rpc: &str, ns: &str) -> Result<(), Status> {
             })
             .await
             .map(drop),
-        "ListDeadLetters" => dl
-            .list(pb::ListDeadLettersRequest {
-                namespace: ns,
-                queue: q,
-                ..Default::default()
-            })
-            .await
-            .map(drop),
+        "ListDeadLetters" => dl!(list, ListDeadLettersRequest),
         "Stats" => dl
             .stats(pb::StatsRequest {
                 namespace: ns,
@@ -256,62 +261,13 @@ async fn call(c: &Client, rpc: &str, ns: &str) -> Result<(), Status> {
             })
             .await
             .map(drop),
-        "Claim" => dl
-            .claim(pb::ClaimRequest {
-                namespace: ns,
-                queue: q,
-                ..Default::default()
-            })
-            .await
-            .map(drop),
-        "Ack" => dl
-            .ack(pb::AckRequest {
-                namespace: ns,
-                queue: q,
-                ..Default::default()
-            })
-            .await
-            .map(drop),
-        "Nack" => dl
-            .nack(pb::NackRequest {
-                namespace: ns,
-                queue: q,
-                ..Default::default()
-            })
-            .await
-            .map(drop),
-        "Redrive" => dl
-            .redrive(pb::RedriveRequest {
-                namespace: ns,
-                queue: q,
-                ..Default::default()
-            })
-            .await
-            .map(drop),
-        "Archive" => dl
-            .archive(pb::ArchiveRequest {
-                namespace: ns,
-                queue: q,
-                ..Default::default()
-            })
-            .await
-            .map(drop),
-        "Restore" => dl
-            .restore(pb::RestoreRequest {
-                namespace: ns,
-                queue: q,
-                ..Default::default()
-            })
-            .await
-            .map(drop),
-        "Purge" => dl
-            .purge(pb::PurgeRequest {
-                namespace: ns,
-                queue: q,
-                ..Default::default()
-            })
-            .await
-            .map(drop),
+        "Claim" => dl!(claim, ClaimRequest),
+        "Ack" => dl!(ack, AckRequest),
+        "Nack" => dl!(nack, NackRequest),
+        "Redrive" => dl!(redrive, RedriveRequest),
+        "Archive" => dl!(archive, ArchiveRequest),
+        "Restore" => dl!(restore, RestoreRequest),
+        "Purge" => dl!(purge, PurgeRequest),
         "ResetLimit" => c
             .admin()
             .reset_limit(pb::ResetLimitRequest {
