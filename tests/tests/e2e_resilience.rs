@@ -683,3 +683,53 @@ async fn exact_a_dead_process_lease_expires_on_the_server() {
     println!("lease of a dead process freed {freed:?} after its death (TTL 1 s)");
     assert!(freed <= Duration::from_millis(1_500), "{freed:?}");
 }
+
+/// A call cancelled while its fleet bulkhead's Acquire is on the wire (a proxy delays the
+/// client's traffic 300 ms each way; the call's timeout is 100 ms) leaves no lease behind:
+/// the Acquire finishes in the background and the lease it won is released, long before
+/// its 30 s lifetime would end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_won_after_its_caller_gave_up_is_released() {
+    use floodgate_tests::{fault_proxy::FaultProxy, server::TestServer};
+    let server = TestServer::in_memory(CONFIG);
+    let upstream = server
+        .url()
+        .trim_start_matches("http://")
+        .parse()
+        .expect("server address");
+    let proxy = FaultProxy::start(upstream).await;
+    let slow = Client::connect(&format!("http://{}", proxy.addr()))
+        .await
+        .unwrap();
+    proxy.delay(Duration::from_millis(300));
+    let ns = unique_namespace("res-cancel");
+    let limit = Policy::concurrency(1).lease_ttl(Duration::from_secs(30));
+    let policy = Resilience::<(), DepError>::builder()
+        .fleet_bulkhead(FleetBulkhead::new(&slow, &ns, "dep", limit.clone()))
+        .build()
+        .unwrap();
+    let gave_up =
+        tokio::time::timeout(Duration::from_millis(100), policy.call(|| async { Ok(()) })).await;
+    assert!(gave_up.is_err(), "the call finished before its timeout");
+    // The Acquire reaches the server ~300 ms later and takes the one place; its answer comes
+    // back ~300 ms after that, and the lease is released through the proxy (~300 ms more).
+    let direct = server.client().await;
+    let started = Instant::now();
+    let mut taken_seen = false;
+    loop {
+        let free = direct.status(&ns, "dep", limit.clone(), 1).await.unwrap();
+        taken_seen |= !free.allowed;
+        if free.allowed && taken_seen {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the lease taken after its caller gave up was never released (taken seen: {taken_seen})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "lease released {:?} after the caller gave up",
+        started.elapsed()
+    );
+}

@@ -143,13 +143,7 @@ impl FleetBulkhead {
     pub(crate) async fn enter(&self) -> Result<Lease, Refused> {
         let deadline = instant_after(self.max_wait);
         let d: Decision = loop {
-            let d = self
-                .client
-                .acquire(&self.namespace)
-                .check(self.key.clone(), self.policy.clone())
-                .send()
-                .await
-                .map_err(Refused::Floodgate)?;
+            let d = self.ask().await.map_err(Refused::Floodgate)?;
             let wake = instant_after(d.retry_after.clamp(MIN_WAIT_STEP, LEASE_POLL));
             if d.allowed || wake > deadline {
                 break d;
@@ -183,7 +177,71 @@ impl FleetBulkhead {
             renew: Some(renew),
         })
     }
+
+    /// One Acquire of a place, run as a task of its own: a caller cancelled while it is in
+    /// flight (a timeout around the call, say) leaves it to finish in the background, and a
+    /// lease it wins then is released at once instead of staying taken until its TTL.
+    async fn ask(&self) -> Result<Decision, Error> {
+        let acquire = self
+            .client
+            .acquire(&self.namespace)
+            .check(self.key.clone(), self.policy.clone())
+            .send();
+        let mut asking = Asking {
+            task: Some(tokio::spawn(acquire)),
+            client: self.client.clone(),
+            namespace: self.namespace.clone(),
+            key: self.key.clone(),
+        };
+        let task = asking.task.as_mut().expect("set above");
+        let answer = task.await;
+        asking.task = None;
+        match answer {
+            Ok(decided) => decided,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(Error::Unavailable(format!("the Acquire was stopped: {e}"))),
+        }
+    }
 }
+
+/// An Acquire of a place in flight; dropped before its answer, it releases what it won.
+struct Asking {
+    task: Option<JoinHandle<Result<Decision, Error>>>,
+    client: Client,
+    namespace: String,
+    key: String,
+}
+
+impl Drop for Asking {
+    fn drop(&mut self) {
+        let Some(task) = self.task.take() else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            task.abort();
+            return; // no runtime: a lease it won expires on the server
+        };
+        let (c, ns, key) = (
+            self.client.clone(),
+            std::mem::take(&mut self.namespace),
+            std::mem::take(&mut self.key),
+        );
+        rt.spawn(async move {
+            let Ok(Ok(Ok(d))) = tokio::time::timeout(ABANDONED_ACQUIRE_WAIT, task).await else {
+                return;
+            };
+            if d.allowed {
+                for id in d.leases() {
+                    let _ = c.release(&ns, &key, id).await;
+                }
+            }
+        });
+    }
+}
+
+/// How long an abandoned Acquire is still awaited in the background, to release a lease
+/// it may win.
+const ABANDONED_ACQUIRE_WAIT: Duration = Duration::from_secs(10);
 
 fn lease_ttl(policy: &PolicyRef) -> Option<Duration> {
     match policy {
