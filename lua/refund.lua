@@ -6,7 +6,8 @@
 -- ARGV[1]     explicit now in microseconds (tests only) or '' for Redis TIME
 -- ARGV[2]     consumed_at: the `now` the 'reserve' reply carried
 -- ARGV[3]     n
--- then per check 5 values: algorithm code, cost, and p1, p2, p3 as acquire.lua takes them
+-- then per check 6 values: algorithm code, cost, the reservation's reset_after (us; what
+-- the 'reserve' reply said for this check), and p1, p2, p3 as acquire.lua takes them
 -- returns the number of keys written (informational)
 --
 -- Never counts below zero, never creates a key; exact per algorithm as core::refund says.
@@ -14,11 +15,15 @@ local now = clock(ARGV[1])
 local at = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
 
--- tb: the TAT moves back by cost * t; at or before now the bucket is full: drop the key.
-local function refund_tb(key, cost, t)
+-- tb: the TAT moves back by cost * t, but by no more than the reservation still weighs at
+-- now: it pushed the TAT to at + reset_after, and whatever drained of that by now is gone
+-- for good (a request may have found the bucket full meanwhile; giving back more would
+-- hand out its tokens twice). At or before now the bucket is full: drop the key.
+local function refund_tb(key, cost, t, reset_after)
   local tat = redis.call('GET', key)
   if not tat then return 0 end
-  tat = tonumber(tat) - cost * tonumber(t)
+  local weighs = math.max(0, at + tonumber(reset_after) - now)
+  tat = tonumber(tat) - math.min(cost * tonumber(t), weighs)
   if tat <= now then
     redis.call('DEL', key)
   else
@@ -83,7 +88,10 @@ local function refund_sl(key, cost, period)
   table.sort(ks, function(a, b) return a > b end)
   local gone = {}
   for i = 1, math.min(cost, #ks) do gone[i] = stamp .. ':' .. fmt(ks[i]) end
-  redis.call('ZREM', key, unpack(gone))
+  -- in batches: unpack of thousands of values overflows Lua's stack
+  for i = 1, #gone, 500 do
+    redis.call('ZREM', key, unpack(gone, i, math.min(i + 499, #gone)))
+  end
   local newest = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')
   if newest[2] then
     local ends = tonumber(newest[2]) + period - now
@@ -102,11 +110,11 @@ end
 
 local changed = 0
 for i = 1, n do
-  local b = 3 + (i - 1) * 5
-  local code, cost = ARGV[b + 1], tonumber(ARGV[b + 2])
-  local p1, p2, p3 = ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
+  local b = 3 + (i - 1) * 6
+  local code, cost, reset_after = ARGV[b + 1], tonumber(ARGV[b + 2]), ARGV[b + 3]
+  local p1, p2, p3 = ARGV[b + 4], ARGV[b + 5], ARGV[b + 6]
   if code == 'tb' then
-    changed = changed + refund_tb(KEYS[i], cost, p1)
+    changed = changed + refund_tb(KEYS[i], cost, p1, reset_after)
   elseif code == 'fw' then
     changed = changed + refund_fw(KEYS[i], cost, p2)
   elseif code == 'sw' then

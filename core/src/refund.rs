@@ -5,10 +5,12 @@
 //! already consumed are refunded. [`refund`] undoes one allowed check consumed at
 //! `consumed_at`, seen at `now >= consumed_at`:
 //!
-//! - token bucket: `tat - cost * T`; at or before `now` the bucket is full (state dropped).
-//!   Exact unless another request found the bucket full between the two (then the
-//!   reservation had already drained away and the refund credits up to `cost` too much,
-//!   never beyond full).
+//! - token bucket: `tat - min(cost * T, what the reservation still weighs at now)`: it
+//!   pushed the TAT to `consumed_at + reset_after` (its outcome's `reset_after`), so by
+//!   `now` at most `consumed_at + reset_after - now` of it is left. At or before `now` the
+//!   bucket is full (state dropped). Exact when no request was admitted in between; when
+//!   some were, it may give back less than the reservation took (under-admits briefly),
+//!   never more: a request that found the bucket full in between keeps its tokens.
 //! - fixed window: `count - cost` when the consumption's window is still current; once it
 //!   rolled over nothing is owed (the count no longer weighs). Always exact.
 //! - sliding window: `cur - cost` while the consumption's window is the stored current
@@ -29,14 +31,22 @@ use crate::{
     time::Micros,
 };
 
-/// Undoes `check` (consumed at `consumed_at` by an admitted Acquire) in `state`, at `now`.
-/// Call only for checks that allowed (a denied check, shadow or not, consumed nothing).
-/// Twin of `lua/refund.lua`.
-pub fn refund(state: &mut LimitState, check: &CheckRequest<'_>, consumed_at: Micros, now: Micros) {
+/// Undoes `check` (consumed at `consumed_at` by an admitted Acquire whose outcome for it
+/// said `reset_after`) in `state`, at `now`. Call only for checks that allowed (a denied
+/// check, shadow or not, consumed nothing). Twin of `lua/refund.lua`.
+pub fn refund(
+    state: &mut LimitState,
+    check: &CheckRequest<'_>,
+    consumed_at: Micros,
+    reset_after: Micros,
+    now: Micros,
+) {
     let (policy, cost) = (check.policy, check.cost);
     match state {
         LimitState::TokenBucket(s) => {
-            let tat = s.tat.saturating_sub(cost * policy.emission_interval());
+            let weighs = (consumed_at + reset_after).saturating_sub(now);
+            let credit = (cost * policy.emission_interval()).min(weighs);
+            let tat = s.tat.saturating_sub(credit);
             // At or before `now` the bucket is full, which is the empty state.
             s.tat = if tat <= now { 0 } else { tat };
         }
@@ -117,8 +127,9 @@ mod tests {
             acquire(&mut [&mut before], &[r], t, true);
         }
         let mut s = before.clone();
-        assert!(acquire(&mut [&mut s], &[req(cost)], t1, true).allowed);
-        refund(&mut s, &req(cost), t1, t2);
+        let took = acquire(&mut [&mut s], &[req(cost)], t1, true);
+        assert!(took.allowed);
+        refund(&mut s, &req(cost), t1, took.checks[0].reset_after, t2);
         for dt in [0, 1, SECOND / 2, SECOND - 1, SECOND, 2 * SECOND] {
             for c in 1..=5 {
                 let a = acquire(&mut [&mut s.clone()], &[req(c)], t2 + dt, false);
@@ -163,7 +174,7 @@ mod tests {
                 lease_member: Some("3~z"),
             };
             let mut s = LimitState::empty(a);
-            refund(&mut s, &req, t, t);
+            refund(&mut s, &req, t, SECOND, t);
             assert_eq!(s, LimitState::empty(a), "{a:?}");
         }
     }
@@ -181,11 +192,46 @@ mod tests {
         acquire(&mut [&mut s], &[req(2)], t, true);
         acquire(&mut [&mut s], &[req(1)], t + 1, true);
         // a refund stamped otherwise (or for more than was stamped) takes nothing else
-        refund(&mut s, &req(3), t, t + 1);
+        refund(&mut s, &req(3), t, 0, t + 1);
         let o = acquire(&mut [&mut s], &[req(5)], t + 1, false);
         assert_eq!(o.checks[0].remaining, 4);
-        refund(&mut s, &req(1), t + 2, t + 2);
+        refund(&mut s, &req(1), t + 2, 0, t + 2);
         let o = acquire(&mut [&mut s], &[req(5)], t + 2, false);
         assert_eq!(o.checks[0].remaining, 4);
+    }
+
+    /// The reviewer's case: a 1/ms bucket of burst 1 reserved at t, full again at t + 1.5 ms
+    /// (a request B takes the token), refunded at t + 1.6 ms: giving back the whole cost
+    /// would admit a request C that the world without the reservation denies.
+    #[test]
+    fn a_token_bucket_refund_never_gives_back_what_already_drained() {
+        let p = Policy::new(PolicySpec {
+            algorithm: Algorithm::TokenBucket,
+            limit: 1_000,
+            period: SECOND,
+            burst: 1,
+            fail_mode: None,
+            lease_ttl: None,
+            shadow: false,
+        })
+        .unwrap();
+        let req = CheckRequest {
+            policy: &p,
+            cost: 1,
+            lease_member: None,
+        };
+        let t = 100 * SECOND;
+        let mut with = LimitState::empty(Algorithm::TokenBucket);
+        let mut without = with.clone();
+        let took = acquire(&mut [&mut with], &[req], t, true);
+        assert!(took.allowed);
+        for s in [&mut with, &mut without] {
+            assert!(acquire(&mut [s], &[req], t + 1_500, true).allowed, "B");
+        }
+        refund(&mut with, &req, t, took.checks[0].reset_after, t + 1_600);
+        let c_with = acquire(&mut [&mut with], &[req], t + 1_600, true);
+        let c_without = acquire(&mut [&mut without], &[req], t + 1_600, true);
+        assert!(!c_without.allowed);
+        assert_eq!(c_with, c_without, "C");
     }
 }

@@ -7,9 +7,12 @@
 //! later Acquires. Every step's answer from Redis must equal the model's (acquire, then
 //! refund); and every later answer must also equal the answer of a twin that never saw
 //! the reservation ("as if it never happened"), for all five algorithms, whenever the
-//! traffic in between was decided alike in both worlds (and, for a token bucket, never
-//! found the twin's bucket full). After the refund each key lives exactly as long as the model's state, and
-//! is gone when the model's state is empty (a refund never creates state).
+//! traffic in between was decided alike in both worlds (and, for a token bucket, admitted
+//! nothing). A token bucket is also never left emptier than the twin's: a refund never gives
+//! back more than the reservation still held (it over-admitted once, when a request found
+//! the bucket full between reservation and refund). After the refund each key lives
+//! exactly as long as the model's state, and is gone when the model's state is empty (a
+//! refund never creates state).
 //!
 //! Also pinned: a denied reservation writes nothing; the `'reserved'` reply carries the
 //! script's clock; a shadow check is refunded only when it allowed (and so consumed).
@@ -174,29 +177,49 @@ fn run(env: &Env, case: &Case) -> Result<(), TestCaseError> {
         before.assert_unchanged(&env.snapshot(&[&key]), "a denied reservation");
     }
 
-    // Traffic in between must be decided alike in both worlds for the refund to be exact,
-    // and a token bucket must not have been full (its clamp to `now` forgets how far the
-    // reservation had pushed the TAT).
-    let mut exact = true;
+    // Traffic in between must be decided alike in both worlds for the refund to be exact;
+    // a token bucket's refund is exact only when nothing was admitted in between (else it
+    // may give back less: see core::refund), and never gives back too much (checked below).
+    let (mut alike, mut exact) = (true, true);
     now = t1;
     for (i, &(adv, raw)) in case.between.iter().enumerate() {
         now += adv.resolve(now, span, unit);
-        if let LimitState::TokenBucket(s) = &twin[0] {
-            exact &= s.tat >= now;
-        }
         let p = one(&key, &policy, cost(raw), now);
         let got = env.acquire(&p);
         prop_assert_eq!(&got, &model_acquire(&mut model, &p), "between {}", i);
-        exact &= model_acquire(&mut twin, &p).allowed == got.allowed;
+        alike &= model_acquire(&mut twin, &p).allowed == got.allowed;
+        if matches!(twin[0], LimitState::TokenBucket(_)) {
+            exact &= !got.allowed;
+        }
     }
+    exact &= alike;
 
     let t2 = now + case.delay.resolve(now, span, unit);
     if reserved.allowed {
         env.refund(&plan.checks, &reserved.checks, t1, t2);
         let unrefunded = model[0].clone();
-        refund(&mut model[0], &plan.checks[0].request(), t1, t2);
+        let reset_after = reserved.checks[0].reset_after;
+        refund(
+            &mut model[0],
+            &plan.checks[0].request(),
+            t1,
+            reset_after,
+            t2,
+        );
         if model[0] != unrefunded {
             check_lifetime(env, &key, &model[0], &policy, t2)?;
+        }
+        // Never over-admits: a bucket after the refund is at least as full as the world
+        // that never reserved (when the traffic between was decided alike).
+        if let (LimitState::TokenBucket(m), LimitState::TokenBucket(w)) = (&model[0], &twin[0])
+            && alike
+        {
+            prop_assert!(
+                m.tat.max(t2) >= w.tat.max(t2),
+                "the refund gave back more than the reservation still held: {} < {}",
+                m.tat,
+                w.tat
+            );
         }
     }
 
@@ -410,4 +433,32 @@ fn reserve_answers_redis_time_and_ignores_the_request_record() {
         again.checks[0].remaining, 3,
         "a reservation is never replayed"
     );
+}
+
+/// A sliding log's refund of 10,000 units (the default `max_sliding_log_limit`) removes
+/// them all: the members go in batches (one ZREM of them all overflowed Lua's stack).
+#[test]
+fn a_sliding_log_refund_of_ten_thousand_units_removes_them_all() {
+    let env = Env::start();
+    let p = Arc::new(
+        Policy::new(PolicySpec {
+            algorithm: Algorithm::SlidingLog,
+            limit: 10_000,
+            period: SECOND,
+            burst: 0,
+            fail_mode: None,
+            lease_ttl: None,
+            shadow: false,
+        })
+        .unwrap(),
+    );
+    let key = unique_key(Algorithm::SlidingLog, "big");
+    let t = EPOCH + 11;
+    let checks = vec![planned(&key, &p, 10_000, None)];
+    let (d, at) = env.reserve(&plan_at(checks.clone(), t, true));
+    assert!(d.allowed);
+    assert_eq!(remaining(&env, &checks, t), [0]);
+    env.refund(&checks, &d.checks, at, t + 1);
+    assert_eq!(remaining(&env, &checks, t + 1), [10_000]);
+    assert_eq!(env.pttl(&key), -2, "an emptied log is dropped");
 }

@@ -391,7 +391,13 @@ impl Store for RedisStore {
         if self.is_cluster() {
             let groups = split::groups(plan);
             if groups.len() > 1 {
-                return self.acquire_split(plan, &groups).await;
+                // A task of its own: a caller whose deadline passes mid-way stops waiting,
+                // but the reservations made so far are still refunded (or completed).
+                let (store, plan) = (self.clone(), plan.clone());
+                let split = tokio::spawn(async move { store.acquire_split(&plan, &groups).await });
+                return split.await.map_err(|e| {
+                    StoreError::Protocol(format!("the cross-slot Acquire task ended: {e}"))
+                })?;
             }
         }
         self.acquire_one(plan).await

@@ -35,22 +35,23 @@ impl RedisStore {
                 outcomes.len()
             )));
         }
-        let taken: Vec<&PlannedCheck> = checks
+        let taken: Vec<(&PlannedCheck, &CheckOutcome)> = checks
             .iter()
             .zip(outcomes)
             .filter(|(_, o)| o.allowed)
-            .map(|(c, _)| c)
             .collect();
         if taken.is_empty() {
             return Ok(());
         }
         let mut inv = scripts::REFUND.prepare_invoke();
-        for c in &taken {
+        for (c, _) in &taken {
             inv.key(c.key.as_str());
         }
         inv.arg(now_arg(now)).arg(consumed_at).arg(taken.len());
-        for c in &taken {
-            inv.arg(c.policy.algorithm().code()).arg(c.cost);
+        for (c, o) in &taken {
+            inv.arg(c.policy.algorithm().code())
+                .arg(c.cost)
+                .arg(o.reset_after);
             policy_args(&mut inv, c);
         }
         let _changed: i64 = self.invoke(&inv).await?;

@@ -14,6 +14,7 @@
 //! whole decision, in the first check's slot; two concurrent retries of the same id may
 //! both decide (each then consumes once), which a single-slot Acquire never does.
 use floodgate_core::{Micros, breaker::State};
+use futures::future::join_all;
 use tracing::warn;
 
 use super::{RedisStore, reply};
@@ -55,8 +56,9 @@ pub(super) struct Group {
     breakers: Vec<usize>,
 }
 
-/// The plan's keys grouped by slot: groups with breakers first, then in check order. One
-/// group means the plan runs as one script.
+/// The plan's keys grouped by slot: groups of breakers alone first, then groups with
+/// breakers and checks, then the rest, in check order. One group means the plan runs as one
+/// script.
 pub(super) fn groups(plan: &AcquirePlan) -> Vec<Group> {
     let mut groups: Vec<Group> = Vec::new();
     let mut find = |slot: u16| -> usize {
@@ -87,7 +89,13 @@ pub(super) fn groups(plan: &AcquirePlan) -> Vec<Group> {
     for (j, g) in breaker_groups.into_iter().enumerate() {
         groups[g].breakers.push(j);
     }
-    groups.sort_by_key(|g| g.breakers.is_empty());
+    // Breaker-only groups first (an OPEN breaker denies before any limit is touched), then
+    // groups with breakers and checks, then checks only; stable, so in check order within.
+    groups.sort_by_key(|g| match (g.breakers.is_empty(), g.checks.is_empty()) {
+        (false, true) => 0,
+        (false, false) => 1,
+        (true, _) => 2,
+    });
     groups
 }
 
@@ -178,12 +186,21 @@ impl RedisStore {
             }
             self.refund_groups(plan, &reserved).await;
             merged.add(g, d);
-            // Every other slot reports its limits as they are now.
-            for (i, other) in groups.iter().enumerate() {
-                if i == at {
-                    continue;
-                }
-                match self.acquire_one(&sub_plan(plan, other, false)).await {
+            // Every other slot reports its limits as they are now (all at once: the denial
+            // path is the longest, and runs most when limits are exhausted).
+            let others: Vec<&Group> = groups
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != at)
+                .map(|(_, other)| other)
+                .collect();
+            let subs: Vec<AcquirePlan> = others
+                .iter()
+                .map(|other| sub_plan(plan, other, false))
+                .collect();
+            let peeks = join_all(subs.iter().map(|sub| self.acquire_one(sub))).await;
+            for (other, peek) in others.into_iter().zip(peeks) {
+                match peek {
                     Ok(mut peek) => {
                         peek.allowed = false;
                         merged.add(other, peek);
@@ -225,7 +242,8 @@ impl RedisStore {
         plan: &AcquirePlan,
         reserved: &[(&Group, StoreDecision, Micros)],
     ) {
-        for (g, d, consumed_at) in reserved {
+        // One slot's refund and permit hand-back after the other; the slots all at once.
+        join_all(reserved.iter().map(|(g, d, consumed_at)| async move {
             let checks: Vec<_> = g.checks.iter().map(|&i| plan.checks[i].clone()).collect();
             let mut failed = false;
             if !checks.is_empty()
@@ -256,7 +274,8 @@ impl RedisStore {
                 }
             }
             crate::metrics::cluster_refund(!failed);
-        }
+        }))
+        .await;
     }
 }
 
