@@ -108,9 +108,8 @@ impl Entry {
     }
 }
 
-/// Logs `entry` and appends it to the store's audit stream; a failing store is logged and
-/// counted (`floodgate_audit_write_failures_total`), never the caller's error.
-pub async fn record<S: Store>(state: &AppState<S>, entry: Entry) {
+/// Logs `entry` (target `floodgate::audit`) without storing it.
+pub fn log(entry: &Entry) {
     info!(
         target: "floodgate::audit",
         caller = %entry.caller,
@@ -121,6 +120,12 @@ pub async fn record<S: Store>(state: &AppState<S>, entry: Entry) {
         detail = %entry.detail,
         "audit"
     );
+}
+
+/// Logs `entry` and appends it to the store's audit stream; a failing store is logged and
+/// counted (`floodgate_audit_write_failures_total`), never the caller's error.
+pub async fn record<S: Store>(state: &AppState<S>, entry: Entry) {
+    log(&entry);
     let key = state.keys.audit();
     let fields = entry.fields();
     if let Err(e) = state

@@ -101,30 +101,49 @@ pub async fn run<S: Store>(
             RateLimitServiceServer::new(RlsService::new(state.clone())),
             max
         ));
+    let mut stopping = state.shutdown_signal();
     let shutdown = async move {
         shutdown.await;
         // Watch streams never end by themselves; end them so the drain can finish.
         state.begin_shutdown();
     };
+    // Streams the server cannot end (a health Watch, a call stuck on a client that stopped
+    // reading) must not hold the exit forever: after DRAIN_DEADLINE the rest is cut.
+    let drain_deadline = async move {
+        let _ = stopping.wait_for(|s| *s).await;
+        tokio::time::sleep(DRAIN_DEADLINE).await;
+        tracing::warn!(
+            "connections still open {DRAIN_DEADLINE:?} after the shutdown began; closing them"
+        );
+    };
     // TCP_NODELAY (set by the listener): an answer is one small frame; Nagle plus delayed
     // ACKs would hold it back for ~40 ms.
-    match tls {
-        Some(tls) => {
-            let incoming = crate::listener::incoming(listener, limits, move |tcp| {
-                let tls = tls.clone();
-                async move { tls.accept(tcp).await }
-            });
-            router
-                .serve_with_incoming_shutdown(incoming, shutdown)
-                .await?
+    let served = async move {
+        match tls {
+            Some(tls) => {
+                let incoming = crate::listener::incoming(listener, limits, move |tcp| {
+                    let tls = tls.clone();
+                    async move { tls.accept(tcp).await }
+                });
+                router
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await
+            }
+            None => {
+                let incoming =
+                    crate::listener::incoming(listener, limits, |tcp| async move { Ok(tcp) });
+                router
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await
+            }
         }
-        None => {
-            let incoming =
-                crate::listener::incoming(listener, limits, |tcp| async move { Ok(tcp) });
-            router
-                .serve_with_incoming_shutdown(incoming, shutdown)
-                .await?
-        }
+    };
+    tokio::select! {
+        served = served => served?,
+        () = drain_deadline => {}
     }
     Ok(())
 }
+
+/// How long a shutting-down server waits for open calls and streams to finish.
+pub const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);

@@ -484,6 +484,15 @@ async fn audit_trail(urls: &[String]) {
     let _ = call(&op, "Archive", "team-b")
         .await
         .expect_err("other team");
+    // Without a valid token: refused, logged, never stored (a flood of them would push
+    // the operators' entries out of the bounded trail).
+    for token in [None, Some("fgt_nobody")] {
+        let anyone = client(&urls[0], token).await;
+        let s = call(&anyone, "SetState", "team-a")
+            .await
+            .expect_err("no valid token");
+        assert_eq!(s.code(), Code::Unauthenticated);
+    }
     let root = client(&urls[0], Some("fgt_root")).await;
     let entries = root
         .admin()
@@ -512,6 +521,10 @@ async fn audit_trail(urls: &[String]) {
     );
     assert!(
         has("operator-a", "Archive", "team-b", "PermissionDenied"),
+        "{entries:#?}"
+    );
+    assert!(
+        entries.iter().all(|e| e.caller != "unauthenticated"),
         "{entries:#?}"
     );
     let refusal = entries
@@ -616,4 +629,61 @@ async fn tokens_reload_with_the_config() {
             .iter()
             .any(|l| l.contains("would turn authentication off"))
     );
+}
+
+/// An audited call cut short by its deadline (Redis answers 400 ms late, the caller gives
+/// up after 150 ms) still leaves an entry, `Cancelled`: what it did until then stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audited_call_cut_short_is_recorded_as_cancelled() {
+    use floodgate_tests::{
+        fault_proxy::FaultProxy,
+        redis::TestRedis,
+        server::{ServerOptions, TestServer},
+    };
+    let redis = TestRedis::private();
+    let proxy = FaultProxy::start(redis.addr()).await;
+    let server = TestServer::start(ServerOptions {
+        redis_url: Some(proxy.url()),
+        config: Some(config()),
+        store_timeout: Some(std::time::Duration::from_secs(5)),
+        ..Default::default()
+    });
+    let op = client(server.url(), Some("fgt_operator_a")).await;
+    proxy.delay(std::time::Duration::from_millis(400));
+    let mut request = tonic::Request::new(pb::SetBreakerStateRequest {
+        namespace: "team-a".into(),
+        breaker: "pay".into(),
+        state: pb::BreakerState::ForcedOpen as i32,
+    });
+    request.set_timeout(std::time::Duration::from_millis(150));
+    let s = op
+        .circuit_breakers()
+        .set_state(request)
+        .await
+        .expect_err("cut short by its deadline");
+    assert_eq!(s.code(), Code::Cancelled, "{s:?}");
+    proxy.pass();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let entries = op
+            .admin()
+            .audit_log(pb::AuditLogRequest { limit: 20 })
+            .await
+            .expect("audit")
+            .into_inner()
+            .entries;
+        if let Some(e) = entries.iter().find(|e| e.rpc == "SetState") {
+            assert_eq!(
+                (e.caller.as_str(), e.namespace.as_str(), e.outcome.as_str()),
+                ("operator-a", "team-a", "Cancelled"),
+                "{e:?}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no entry for the cut-short SetState: {entries:#?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

@@ -207,6 +207,39 @@ fn percent_decode(raw: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The audit entry of an audited call that was dropped before it finished (its deadline
+/// passed, or the client reset the stream), written from `Drop` unless disarmed.
+struct CutShort<S: Store> {
+    state: Arc<AppState<S>>,
+    ctx: Arc<Context>,
+    rpc: String,
+    armed: bool,
+}
+
+impl<S: Store> Drop for CutShort<S> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let namespaces = self.ctx.namespaces.lock().join(",");
+        let entry = audit::Entry::new(
+            self.ctx.caller(),
+            self.ctx.token.as_ref().map(|t| t.role),
+            &self.rpc,
+            &namespaces,
+            tonic::Code::Cancelled,
+            "cut short before it finished (its deadline passed or the client went away); what it did until then stands",
+        );
+        let state = self.state.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move { audit::record(&state, entry).await });
+            }
+            Err(_) => audit::log(&entry),
+        }
+    }
+}
+
 impl<S, I> Service<Request<Body>> for Auth<S, I>
 where
     S: Store,
@@ -243,12 +276,29 @@ where
                             status.code(),
                             status.message(),
                         );
-                        audit::record(&state, entry).await;
+                        match token {
+                            Some(_) => audit::record(&state, entry).await,
+                            // Without a valid token anyone could send these as fast as they
+                            // like: logged, never stored, so they cannot push the operators'
+                            // entries out of the bounded trail.
+                            None => audit::log(&entry),
+                        }
                     }
                     Ok(status.into_http())
                 }
                 Ok(ctx) => {
-                    let res = CONTEXT.scope(ctx.clone(), inner.call(req)).await?;
+                    // An audited call cut short (its deadline, a client reset) still leaves
+                    // an entry: what it did before it was dropped stands.
+                    let mut cut_short = CutShort {
+                        state: state.clone(),
+                        ctx: ctx.clone(),
+                        rpc: rpc::method(&path).to_owned(),
+                        armed: audited,
+                    };
+                    let res = CONTEXT.scope(ctx.clone(), inner.call(req)).await;
+                    // It finished: its own entry follows.
+                    cut_short.armed = false;
+                    let res = res?;
                     if audited {
                         let code = code_of(&res);
                         let message = res

@@ -5,7 +5,7 @@ use super::Role;
 /// What the layer does with one RPC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// No token needed (health checks, so load balancers need none).
+    /// No token needed (`Health/Check`, so load balancers need none).
     Open,
     /// A token of at least this role.
     Role(Role),
@@ -20,7 +20,10 @@ pub fn access(path: &str) -> (Access, bool) {
         .unwrap_or((path, ""));
     use Role::*;
     let (role, audited) = match (service, method) {
-        ("grpc.health.v1.Health", _) => return (Access::Open, false),
+        // Load balancers probe with Check and need no token; Watch is a stream that never
+        // ends, so it takes a token like any other stream.
+        ("grpc.health.v1.Health", "Check") => return (Access::Open, false),
+        ("grpc.health.v1.Health", _) => (App, false),
         ("floodgate.v1.RateLimiter", _) => (App, false),
         ("envoy.service.ratelimit.v3.RateLimitService", _) => (App, false),
         ("floodgate.v1.CircuitBreakers", "SetState") => (Operator, true),
@@ -54,6 +57,7 @@ mod tests {
     fn table() {
         let r = |p: &str| access(p).0;
         assert_eq!(r("/grpc.health.v1.Health/Check"), Access::Open);
+        assert_eq!(r("/grpc.health.v1.Health/Watch"), Access::Role(Role::App));
         assert_eq!(
             r("/floodgate.v1.RateLimiter/Acquire"),
             Access::Role(Role::App)
