@@ -157,7 +157,7 @@ where
                 consume: true,
                 ..Default::default()
             };
-            // A failing store answers by the server's default fail mode, like any limit.
+            // A failing store admits: the token-rate policy fails open (README "Security").
             if let Ok((d, _)) = state.decide(&plan).await
                 && !d.allowed
             {

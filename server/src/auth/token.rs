@@ -181,10 +181,12 @@ impl Tokens {
                 .expires
                 .as_deref()
                 .map(|e| {
-                    humantime::parse_rfc3339_weak(e).map_err(|_| {
+                    rfc3339(e).ok_or_else(|| {
                         at(
                             "expires",
-                            format!("{e:?} is not an RFC 3339 time like \"2027-01-01T00:00:00Z\""),
+                            format!(
+                                "{e:?} is not an RFC 3339 time like \"2027-01-01T00:00:00Z\" or \"2027-01-01T02:00:00+02:00\""
+                            ),
                         )
                     })
                 })
@@ -256,6 +258,32 @@ pub fn generate() -> anyhow::Result<(String, String)> {
     Ok((token, hash))
 }
 
+/// An RFC 3339 time: UTC (`Z`) or with an offset (`+02:00`, `-05:30`).
+fn rfc3339(text: &str) -> Option<SystemTime> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(text) {
+        return Some(t);
+    }
+    let split = text.len().checked_sub(6)?;
+    let (local, offset) = (text.get(..split)?, text.get(split..)?.as_bytes());
+    let sign = offset[0];
+    if !matches!(sign, b'+' | b'-') || offset[3] != b':' {
+        return None;
+    }
+    let num = |b: &[u8]| std::str::from_utf8(b).ok()?.parse::<u64>().ok();
+    let (h, m) = (num(&offset[1..3])?, num(&offset[4..6])?);
+    if h > 23 || m > 59 {
+        return None;
+    }
+    let as_utc = humantime::parse_rfc3339_weak(&format!("{local}Z")).ok()?;
+    let shift = std::time::Duration::from_secs((h * 60 + m) * 60);
+    // The local time is `shift` ahead of UTC (+) or behind it (-).
+    if sign == b'+' {
+        as_utc.checked_sub(shift)
+    } else {
+        as_utc.checked_add(shift)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,5 +353,20 @@ mod tests {
         assert!(tok.starts_with(TOKEN_PREFIX));
         assert_eq!(tok.len(), TOKEN_PREFIX.len() + 64);
         assert_eq!(hex::encode(sha256(&tok)), hash);
+    }
+
+    #[test]
+    fn expiry_takes_utc_or_an_offset() {
+        let utc = rfc3339("2027-01-01T00:00:00Z").unwrap();
+        assert_eq!(rfc3339("2027-01-01T02:00:00+02:00"), Some(utc));
+        assert_eq!(rfc3339("2026-12-31T18:30:00-05:30"), Some(utc));
+        for bad in [
+            "2027-01-01",
+            "2027-01-01T00:00:00+2:00",
+            "2027-01-01T00:00:00+24:00",
+            "soon",
+        ] {
+            assert_eq!(rfc3339(bad), None, "{bad}");
+        }
     }
 }
