@@ -137,6 +137,11 @@ impl Keys {
         )
     }
 
+    /// The first segment of every key.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The audit trail (`crate::audit`): `<prefix>:audit`, a capped stream without TTL.
     pub fn audit(&self) -> String {
         format!("{}:audit", self.prefix)

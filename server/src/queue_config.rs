@@ -192,6 +192,12 @@ pub fn build_queue(
     })
 }
 
+/// The stream a `redrive_targets` entry names in `namespace`: `{namespace}` in it stands
+/// for the queue's namespace, so one configuration gives each team targets of its own.
+pub fn redrive_target(entry: &str, namespace: &str) -> String {
+    entry.replace("{namespace}", namespace)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,6 +34,9 @@ redrive_targets = ["app:orders:retry"]
 [queues.small]
 max_len = 5
 
+[queues.tenant]
+redrive_targets = ["{namespace}:retry"]
+
 [queues.default]
 "#;
 
@@ -657,4 +660,50 @@ async fn replicated_durability_waits_for_a_replica() {
     assert!(retried.duplicate, "the first attempt was kept");
     assert_eq!(stats(&mut c, &ns, "safe").await.count, 2);
     drop(rc);
+}
+
+/// `{namespace}` in a redrive target stands for the queue's namespace: each team redrives
+/// into its own stream, never another's, and never into a floodgate key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redrive_targets_per_namespace() {
+    let fleet = Fleet::on_redis(1, CONFIG).await;
+    let mut c = dlq(&fleet.urls()[0]).await;
+    let ns = unique_namespace("dlqns");
+    c.publish(publish(&ns, "tenant", "r", "", b"x".to_vec()))
+        .await
+        .expect("publish");
+    let redrive = |target: String, ns: String| pb::RedriveRequest {
+        namespace: ns,
+        queue: "tenant".into(),
+        target_stream: target,
+        ..Default::default()
+    };
+    for (target, in_ns) in [
+        ("other-team:retry".to_owned(), ns.clone()),
+        ("{namespace}:retry".to_owned(), ns.clone()),
+        // a namespace spelling the key prefix still names no floodgate key
+        ("fg:retry".to_owned(), "fg".to_owned()),
+    ] {
+        let err = c.redrive(redrive(target.clone(), in_ns)).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{target}");
+        assert!(
+            err.message().starts_with("target_stream:"),
+            "{}",
+            err.message()
+        );
+    }
+    let moved = c
+        .redrive(redrive(format!("{ns}:retry"), ns.clone()))
+        .await
+        .expect("Redrive into the namespace's own target")
+        .into_inner()
+        .moved;
+    assert_eq!(moved, 1);
+    let mut con = fleet.redis().async_connection().await;
+    let len: u64 = redis::cmd("XLEN")
+        .arg(format!("{ns}:retry"))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(len, 1);
 }

@@ -546,12 +546,21 @@ impl<S: Store> DeadLetters for DeadLettersService<S> {
         observed("Redrive", async move {
             let req = request.into_inner();
             let q = self.queue(&req.namespace, &req.queue)?;
-            if !q.settings.redrive_targets.contains(&req.target_stream) {
+            let listed = q
+                .settings
+                .redrive_targets
+                .iter()
+                .any(|t| crate::queue_config::redrive_target(t, &q.namespace) == req.target_stream);
+            // `{namespace}` could spell a floodgate key; those are never a target.
+            let floodgate_key = req
+                .target_stream
+                .starts_with(&format!("{}:", self.state.keys.prefix()));
+            if !listed || floodgate_key {
                 return Err(invalid(
                     "target_stream",
                     format!(
-                        "{:?} is not in this queue's redrive_targets {:?}",
-                        req.target_stream, q.settings.redrive_targets
+                        "{:?} is not in this queue's redrive_targets {:?} ({{namespace}} stands for {:?}), or names a floodgate key",
+                        req.target_stream, q.settings.redrive_targets, q.namespace
                     ),
                 )
                 .into());
