@@ -494,13 +494,7 @@ async fn audit_trail(urls: &[String]) {
         assert_eq!(s.code(), Code::Unauthenticated);
     }
     let root = client(&urls[0], Some("fgt_root")).await;
-    let entries = root
-        .admin()
-        .audit_log(pb::AuditLogRequest { limit: 100 })
-        .await
-        .expect("audit")
-        .into_inner()
-        .entries;
+    let entries = audit_log(&root, 100).await;
     let has = |caller: &str, rpc: &str, ns: &str, outcome: &str| {
         entries.iter().any(|e| {
             e.caller == caller && e.rpc == rpc && e.namespace == ns && e.outcome == outcome
@@ -537,13 +531,7 @@ async fn audit_trail(urls: &[String]) {
     );
     assert_eq!(refusal.role, "operator");
     // team-a's operator sees team-a's entries, not team-b's nor server-wide ones.
-    let mine = op
-        .admin()
-        .audit_log(pb::AuditLogRequest { limit: 100 })
-        .await
-        .expect("audit")
-        .into_inner()
-        .entries;
+    let mine = audit_log(&op, 100).await;
     assert!(mine.iter().any(|e| e.rpc == "SetState"));
     assert!(mine.iter().all(|e| e.namespace == "team-a"), "{mine:#?}");
 }
@@ -602,13 +590,7 @@ async fn tokens_reload_with_the_config() {
     let root = client(&url, Some("fgt_root")).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let entries = root
-            .admin()
-            .audit_log(pb::AuditLogRequest { limit: 20 })
-            .await
-            .expect("audit")
-            .into_inner()
-            .entries;
+        let entries = audit_log(&root, 20).await;
         let reloads: Vec<_> = entries.iter().filter(|e| e.rpc == "ConfigReload").collect();
         assert!(reloads.iter().all(|e| e.caller == "server"), "{reloads:#?}");
         if reloads.iter().any(|e| e.outcome == "InvalidArgument") {
@@ -665,13 +647,7 @@ async fn an_audited_call_cut_short_is_recorded_as_cancelled() {
     proxy.pass();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let entries = op
-            .admin()
-            .audit_log(pb::AuditLogRequest { limit: 20 })
-            .await
-            .expect("audit")
-            .into_inner()
-            .entries;
+        let entries = audit_log(&op, 20).await;
         if let Some(e) = entries.iter().find(|e| e.rpc == "SetState") {
             assert_eq!(
                 (e.caller.as_str(), e.namespace.as_str(), e.outcome.as_str()),
@@ -686,4 +662,14 @@ async fn an_audited_call_cut_short_is_recorded_as_cancelled() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// The newest `limit` audit entries `c` may see.
+async fn audit_log(c: &Client, limit: u32) -> Vec<pb::AuditEntry> {
+    c.admin()
+        .audit_log(pb::AuditLogRequest { limit })
+        .await
+        .expect("audit")
+        .into_inner()
+        .entries
 }

@@ -383,18 +383,7 @@ fn shadow_checks_are_refunded_only_when_they_allowed() {
 #[test]
 fn sliding_log_refund_keeps_the_stamp_numbering() {
     let env = Env::start();
-    let p = Arc::new(
-        Policy::new(PolicySpec {
-            algorithm: Algorithm::SlidingLog,
-            limit: 10,
-            period: SECOND,
-            burst: 0,
-            fail_mode: None,
-            lease_ttl: None,
-            shadow: false,
-        })
-        .unwrap(),
-    );
+    let p = sliding_log(10);
     let key = unique_key(Algorithm::SlidingLog, "sl");
     let t = EPOCH + 7;
     env.acquire(&plan_at(vec![planned(&key, &p, 2, None)], t, true));
@@ -440,18 +429,7 @@ fn reserve_answers_redis_time_and_ignores_the_request_record() {
 #[test]
 fn a_sliding_log_refund_of_ten_thousand_units_removes_them_all() {
     let env = Env::start();
-    let p = Arc::new(
-        Policy::new(PolicySpec {
-            algorithm: Algorithm::SlidingLog,
-            limit: 10_000,
-            period: SECOND,
-            burst: 0,
-            fail_mode: None,
-            lease_ttl: None,
-            shadow: false,
-        })
-        .unwrap(),
-    );
+    let p = sliding_log(10_000);
     let key = unique_key(Algorithm::SlidingLog, "big");
     let t = EPOCH + 11;
     let checks = vec![planned(&key, &p, 10_000, None)];
@@ -461,4 +439,20 @@ fn a_sliding_log_refund_of_ten_thousand_units_removes_them_all() {
     env.refund(&checks, &d.checks, at, t + 1);
     assert_eq!(remaining(&env, &checks, t + 1), [10_000]);
     assert_eq!(env.pttl(&key), -2, "an emptied log is dropped");
+}
+
+/// A sliding log of `limit` per second.
+fn sliding_log(limit: u64) -> Arc<Policy> {
+    Arc::new(
+        Policy::new(PolicySpec {
+            algorithm: Algorithm::SlidingLog,
+            limit,
+            period: SECOND,
+            burst: 0,
+            fail_mode: None,
+            lease_ttl: None,
+            shadow: false,
+        })
+        .unwrap(),
+    )
 }
