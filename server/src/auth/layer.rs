@@ -289,15 +289,18 @@ where
                 Ok(ctx) => {
                     // An audited call cut short (its deadline, a client reset) still leaves
                     // an entry: what it did before it was dropped stands.
-                    let mut cut_short = CutShort {
+                    // (Only audited calls pay for it: Acquire is the hot path.)
+                    let mut cut_short = audited.then(|| CutShort {
                         state: state.clone(),
                         ctx: ctx.clone(),
                         rpc: rpc::method(&path).to_owned(),
-                        armed: audited,
-                    };
+                        armed: true,
+                    });
                     let res = CONTEXT.scope(ctx.clone(), inner.call(req)).await;
                     // It finished: its own entry follows.
-                    cut_short.armed = false;
+                    if let Some(c) = cut_short.as_mut() {
+                        c.armed = false;
+                    }
                     let res = res?;
                     if audited {
                         let code = code_of(&res);
