@@ -581,8 +581,40 @@ async fn tokens_reload_with_the_config() {
     );
     std::fs::write(&path, &added).expect("rewrite config");
     wait_for(true).await;
+    // A Watch the late token opened ends once a reload removes the token.
+    let mut watch = late
+        .circuit_breakers()
+        .watch(pb::WatchBreakersRequest {
+            namespace: "team-a".into(),
+            breakers: vec!["pay".into()],
+        })
+        .await
+        .expect("Watch with the late token")
+        .into_inner();
+    assert_eq!(
+        watch
+            .message()
+            .await
+            .expect("first event")
+            .expect("event")
+            .reason,
+        "current"
+    );
     std::fs::write(&path, &base).expect("rewrite config");
     wait_for(false).await;
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match watch.message().await {
+                Ok(Some(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the Watch of a removed token kept running");
+    let status = ended.expect_err("ends with a status");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(status.message().contains("\"late\""), "{status:?}");
 
     // No tokens at all: refused; the old tokens keep working and the late one stays out.
     let policies_only = base.split("\n[[tokens]]").next().expect("head").to_owned();

@@ -120,6 +120,15 @@ impl Tokens {
         !self.tokens.is_empty()
     }
 
+    /// Whether `held` (a token accepted earlier) is still configured, unexpired at `now`
+    /// and granted `ns`: a long stream (Watch) checks this, so a token removed, expired or
+    /// narrowed by a reload does not keep its streams.
+    pub fn still_allows(&self, held: &Token, ns: &str, now: SystemTime) -> bool {
+        self.tokens
+            .iter()
+            .any(|t| t.hash == held.hash && t.expires.is_none_or(|e| e > now) && t.covers(ns))
+    }
+
     /// The token whose hash is the hash of `presented`. Every configured hash is compared,
     /// each in constant time, so timing tells nothing about how close a guess was.
     pub fn find(&self, presented: &str, now: SystemTime) -> Result<Arc<Token>, Rejected> {

@@ -427,9 +427,15 @@ impl<S: Store> CircuitBreakers for CircuitBreakersService<S> {
             let (tx, rx) = mpsc::channel(64);
             let state = self.state.clone();
             let first = self.current(&planned).await?;
+            // The stream outlives this call: whose token opened it, checked again while it runs.
+            let holder = crate::auth::CONTEXT
+                .try_with(|c| c.token.clone())
+                .ok()
+                .flatten()
+                .map(|t| (t, req.namespace.clone()));
             tokio::spawn(async move {
                 let _slot = slot;
-                relay_watch(state, planned, first, events, gaps, tx).await
+                relay_watch(state, planned, first, events, gaps, holder, tx).await
             });
             let stream: EventStream = Box::pin(ReceiverStream::new(rx));
             Ok(Response::new(stream))
@@ -444,6 +450,25 @@ impl<S: Store> CircuitBreakersService<S> {
         current_events(&self.state, planned).await
     }
 }
+
+/// Why a running Watch must end: its token was removed, expired or no longer covers the
+/// namespace (after a reload, or with time); `None` while it still allows the stream.
+fn revoked<S: Store>(
+    state: &AppState<S>,
+    holder: Option<&(Arc<crate::auth::token::Token>, String)>,
+) -> Option<Status> {
+    let (token, ns) = holder?;
+    let tokens = state.config.load().tokens.clone();
+    (!tokens.still_allows(token, ns, std::time::SystemTime::now())).then(|| {
+        Status::unauthenticated(format!(
+            "token {:?} was removed, has expired or no longer covers namespace {ns:?}; the Watch ends",
+            token.name
+        ))
+    })
+}
+
+/// How often a running Watch checks that its token still allows it.
+const TOKEN_RECHECK: Duration = Duration::from_secs(1);
 
 async fn current_events<S: Store>(
     state: &AppState<S>,
@@ -484,8 +509,11 @@ async fn relay_watch<S: Store>(
     first: Vec<pb::BreakerEvent>,
     mut events: broadcast::Receiver<BreakerEvent>,
     mut gaps: tokio::sync::watch::Receiver<u64>,
+    holder: Option<(Arc<crate::auth::token::Token>, String)>,
     tx: mpsc::Sender<Result<pb::BreakerEvent, Status>>,
 ) {
+    let mut recheck = tokio::time::interval(TOKEN_RECHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for e in first {
         if tx.send(Ok(e)).await.is_err() {
             return;
@@ -509,6 +537,15 @@ async fn relay_watch<S: Store>(
                 if retry_at.is_some() => Err(broadcast::error::RecvError::Lagged(0)),
             _ = shutdown.wait_for(|stopping| *stopping) => return,
             () = tx.closed() => return,
+            _ = recheck.tick(), if holder.is_some() => match revoked(&state, holder.as_ref()) {
+                Some(ended) => {
+                    // Without waiting (the select holds its branches): a full channel ends
+                    // the stream without the reason.
+                    let _ = tx.try_send(Err(ended));
+                    return;
+                }
+                None => continue,
+            },
         };
         match next {
             Ok(e) if watched(&e) => {
