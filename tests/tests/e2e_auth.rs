@@ -705,3 +705,37 @@ async fn audit_log(c: &Client, limit: u32) -> Vec<pb::AuditEntry> {
         .into_inner()
         .entries
 }
+
+/// ServerStatus lists the Envoy rate limit domains (namespaces) the caller's grant covers:
+/// a team's operator does not learn the other teams' domains; `*` sees them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_status_shows_only_the_granted_rls_domains() {
+    use floodgate_tests::server::{ServerOptions, TestServer};
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/rls");
+    let server = TestServer::start(ServerOptions {
+        config: Some(config()),
+        extra_args: vec!["--rls-config".into(), fixtures.display().to_string()],
+        ..Default::default()
+    });
+    let status = |token: &'static str, ns: &'static str| {
+        let url = server.url().to_owned();
+        async move {
+            client(&url, Some(token))
+                .await
+                .admin()
+                .server_status(pb::ServerStatusRequest {
+                    namespace: ns.into(),
+                })
+                .await
+                .expect("ServerStatus")
+                .into_inner()
+                .rls_domains
+        }
+    };
+    assert!(status("fgt_operator_a", "team-a").await.is_empty());
+    let all = status("fgt_root", "").await;
+    assert!(
+        all.contains(&"shop".to_owned()) && all.len() >= 7,
+        "{all:?}"
+    );
+}

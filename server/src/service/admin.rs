@@ -226,8 +226,16 @@ impl<S: Store> Admin for AdminService<S> {
                     .as_ref()
                     .map(|p| p.display().to_string())
                     .unwrap_or_default(),
+                // Domains are namespaces: only those the caller's grant covers.
                 rls_domains: {
-                    let mut d: Vec<String> = config.rls.config.domains.keys().cloned().collect();
+                    let mut d: Vec<String> = config
+                        .rls
+                        .config
+                        .domains
+                        .keys()
+                        .filter(|d| crate::auth::may_see(d))
+                        .cloned()
+                        .collect();
                     d.sort();
                     d
                 },
