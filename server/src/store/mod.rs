@@ -150,6 +150,8 @@ impl StoreError {
                     || e.is_timeout()
                     || e.is_connection_dropped()
                     || e.is_connection_refusal()
+                    // The Cluster driver has no connection to any node (all down).
+                    || e.kind() == ErrorKind::ClusterConnectionNotFound
                     || matches!(
                         e.kind(),
                         ErrorKind::Server(

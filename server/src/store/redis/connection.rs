@@ -415,6 +415,11 @@ impl Slot {
     pub fn set(&self, conn: Conn) {
         self.0.store(Some(Arc::new(conn)));
     }
+
+    /// Drops the connection (calls are `Unavailable` until the next [`set`](Self::set)).
+    pub fn clear(&self) {
+        self.0.store(None);
+    }
 }
 
 #[cfg(test)]

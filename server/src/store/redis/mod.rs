@@ -768,9 +768,19 @@ impl Store for RedisStore {
     }
 
     async fn reconnect(&self) -> Result<(), StoreError> {
-        self.slot
-            .set(self.target.connect(self.mode, self.pool_size).await?);
-        Ok(())
+        match self.target.connect(self.mode, self.pool_size).await {
+            Ok(conn) => {
+                self.slot.set(conn);
+                Ok(())
+            }
+            Err(e) => {
+                // The old connection goes too: the Cluster driver otherwise keeps retrying
+                // its nodes every few milliseconds (CPU and a flood of warnings) for as long
+                // as they are down, while calls fail at the open store guard anyway.
+                self.slot.clear();
+                Err(e)
+            }
+        }
     }
 
     fn describe(&self) -> String {
