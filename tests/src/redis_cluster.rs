@@ -415,6 +415,21 @@ impl TestCluster {
         self.wait_until_healthy(Duration::from_secs(30));
     }
 
+    /// Kills every node (the whole Cluster is down) until [`TestCluster::restart_all`].
+    pub fn kill_all(&mut self) {
+        for node in self.nodes() {
+            self.process(node).kill();
+        }
+    }
+
+    /// Starts every node again with its `nodes.conf` and waits until the cluster is healthy.
+    pub fn restart_all(&mut self) {
+        for node in self.nodes() {
+            self.process(node).restart();
+        }
+        self.wait_until_healthy(Duration::from_secs(30));
+    }
+
     /// Waits up to 30 s until every slot `old_primary` served (before
     /// [`TestCluster::kill`] or [`TestCluster::pause`]) is served by another live primary
     /// in the view of every live node, and every live node says `cluster_state:ok`.

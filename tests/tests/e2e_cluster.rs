@@ -342,6 +342,48 @@ mod cluster {
         }
     }
 
+    /// The whole Cluster goes down: callers get their fail mode, the server's store guard
+    /// opens (so it stops hammering dead nodes), and once every node is back the server
+    /// decides from the store again by itself.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cluster_down_entirely_opens_the_guard_and_is_served_again_when_back() {
+        let mut cluster = TestCluster::start();
+        let server = server_on(&cluster.url(), Duration::from_millis(200));
+        let client = server.client().await;
+        let ns = unique_namespace("down");
+        wait_until_served(&client, &ns, "k").await;
+        cluster.kill_all();
+        let status = |client: Client| async move {
+            client
+                .admin()
+                .server_status(floodgate_client::proto::v1::ServerStatusRequest::default())
+                .await
+                .expect("ServerStatus")
+                .into_inner()
+        };
+        let started = Instant::now();
+        loop {
+            let d = client
+                .acquire(&ns)
+                .check("k", PolicyRef::Named("per_key".into()))
+                .send()
+                .await
+                .expect("a fail mode answers");
+            assert!(d.degraded, "{d:?}");
+            if status(client.clone()).await.store_breaker_open {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the store guard never opened with every node down"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::task::block_in_place(|| cluster.restart_all());
+        wait_until_served(&client, &ns, "k").await;
+        assert!(!status(client.clone()).await.store_breaker_open);
+    }
+
     async fn wait_until_served(client: &Client, ns: &str, key: &str) -> Instant {
         let started = Instant::now();
         loop {
