@@ -142,13 +142,7 @@ mod tests {
     #[test]
     fn every_algorithm_is_as_if_never_consumed() {
         let t = 100 * SECOND;
-        for a in [
-            Algorithm::TokenBucket,
-            Algorithm::FixedWindow,
-            Algorithm::SlidingWindow,
-            Algorithm::SlidingLog,
-            Algorithm::Concurrency,
-        ] {
+        for a in Algorithm::ALL {
             round_trip(a, &[], 2, t, t);
             round_trip(a, &[(t - 300_000, 2)], 2, t, t + 100_000);
             round_trip(a, &[(t, 1), (t, 1)], 1, t, t);
@@ -160,13 +154,7 @@ mod tests {
     #[test]
     fn never_below_zero_and_never_creates_state() {
         let t = 100 * SECOND;
-        for a in [
-            Algorithm::TokenBucket,
-            Algorithm::FixedWindow,
-            Algorithm::SlidingWindow,
-            Algorithm::SlidingLog,
-            Algorithm::Concurrency,
-        ] {
+        for a in Algorithm::ALL {
             let p = policy(a, 5);
             let req = CheckRequest {
                 policy: &p,

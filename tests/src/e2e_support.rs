@@ -207,3 +207,21 @@ macro_rules! on_both_stores {
         }
     )*};
 }
+
+/// A token for a test configuration: (name, token, namespaces as a TOML array, role, extra
+/// TOML lines such as `rate = "5/h"`).
+pub type TestToken<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str);
+
+/// `[[tokens]]` tables for `tokens`, each with the SHA-256 of its token (as `floodgate
+/// token new` prints them), to append to a server configuration.
+pub fn token_tables(tokens: &[TestToken<'_>]) -> String {
+    tokens
+        .iter()
+        .map(|(name, token, namespaces, role, extra)| {
+            format!(
+                "\n[[tokens]]\nname = \"{name}\"\nsha256 = \"{}\"\nnamespaces = {namespaces}\nrole = \"{role}\"\n{extra}\n",
+                hex::encode(floodgate_server::auth::token::sha256(token))
+            )
+        })
+        .collect()
+}

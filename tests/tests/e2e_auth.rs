@@ -10,12 +10,14 @@ use floodgate_client::{
         v1::{self as pb, dead_letters_client::DeadLettersClient},
     },
 };
-use floodgate_server::auth::token::sha256;
-use floodgate_tests::{e2e_support::Fleet, on_both_stores};
+use floodgate_tests::{
+    e2e_support::{Fleet, TestToken, token_tables},
+    on_both_stores,
+};
 use tonic::{Code, Status};
 
 /// The tokens of [`config`]: (name, token, namespaces, role, extra lines).
-const TOKENS: &[(&str, &str, &str, &str, &str)] = &[
+const TOKENS: &[TestToken<'static>] = &[
     ("app-a", "fgt_app_a", r#"["team-a"]"#, "app", ""),
     ("worker-a", "fgt_worker_a", r#"["team-a"]"#, "worker", ""),
     (
@@ -65,17 +67,8 @@ minimum_calls = 5
 [queues.orders]
 "#,
     );
-    for (name, token, ns, role, extra) in TOKENS {
-        c.push_str(&format!(
-            "\n[[tokens]]\nname = \"{name}\"\nsha256 = \"{}\"\nnamespaces = {ns}\nrole = \"{role}\"\n{extra}\n",
-            hex(&sha256(token))
-        ));
-    }
+    c.push_str(&token_tables(TOKENS));
     c
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 async fn client(url: &str, token: Option<&str>) -> Client {
@@ -576,8 +569,8 @@ async fn tokens_reload_with_the_config() {
         }
     };
     let added = format!(
-        "{base}\n[[tokens]]\nname = \"late\"\nsha256 = \"{}\"\nnamespaces = [\"team-a\"]\nrole = \"app\"\n",
-        hex(&sha256("fgt_late"))
+        "{base}{}",
+        token_tables(&[("late", "fgt_late", r#"["team-a"]"#, "app", "")])
     );
     std::fs::write(&path, &added).expect("rewrite config");
     wait_for(true).await;

@@ -199,7 +199,7 @@ async fn python_grpcio_dead_letters_against_memory() {
 }
 
 /// The tokens `tests/python/test_auth.py` uses: (name, token, namespaces, role, extra).
-const AUTH_TOKENS: &[(&str, &str, &str, &str, &str)] = &[
+const AUTH_TOKENS: &[floodgate_tests::e2e_support::TestToken<'static>] = &[
     ("py-app", "fgt_py_app", r#"["team-a"]"#, "app", ""),
     (
         "py-operator",
@@ -237,15 +237,7 @@ fn auth_config() -> String {
     let mut c = String::from(
         "[policies.api]\nalgorithm = \"token_bucket\"\nlimit = 1000\nperiod = \"1s\"\n\n[breakers.pay]\n",
     );
-    for (name, token, ns, role, extra) in AUTH_TOKENS {
-        let hash: String = floodgate_server::auth::token::sha256(token)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        c.push_str(&format!(
-            "\n[[tokens]]\nname = \"{name}\"\nsha256 = \"{hash}\"\nnamespaces = {ns}\nrole = \"{role}\"\n{extra}\n"
-        ));
-    }
+    c.push_str(&floodgate_tests::e2e_support::token_tables(AUTH_TOKENS));
     c
 }
 
