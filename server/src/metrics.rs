@@ -209,7 +209,7 @@ pub fn breaker_transition(namespace: &str, t: &crate::store::MadeTransition) {
     .increment(1);
 }
 
-/// One breaker report: `accepted`, `stale` or `failed`.
+/// One breaker report: `accepted`, `stale` or `dropped` (the store failed).
 pub fn breaker_report(result: &'static str) {
     counter!("floodgate_breaker_reports_total", "result" => result).increment(1);
 }
@@ -352,7 +352,7 @@ const BUCKETS_US: [u64; 12] = [
     100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
 ];
 /// The store operations, in the order their histograms are kept.
-const OPS: [&str; 25] = [
+const OPS: [&str; 26] = [
     "acquire",
     "status",
     "release",
@@ -376,8 +376,9 @@ const OPS: [&str; 25] = [
     "dlq_archive",
     "dlq_restore",
     "dlq_redrive",
-    "dlq_wait",
     "queue_index",
+    "audit_append",
+    "audit_read",
 ];
 
 /// One fixed-bucket histogram: atomics only, so recording never allocates or waits (the
