@@ -271,6 +271,20 @@ fn stamps(tls: &ServerTls) -> Vec<Option<(SystemTime, u64)>> {
         .collect()
 }
 
+/// The certificates to reach Redis at `url` with: read from `tls`'s files for a `rediss…`
+/// URL or when files are set (a plain URL with files is then refused by the store, naming
+/// the mismatch); `None` otherwise.
+pub fn redis_certificates_for(
+    url: &str,
+    tls: &RedisTls,
+) -> anyhow::Result<Option<redis::TlsCertificates>> {
+    if url.starts_with("rediss") || *tls != RedisTls::default() {
+        Ok(Some(redis_certificates(tls)?))
+    } else {
+        Ok(None)
+    }
+}
+
 /// Redis TLS certificates for redis-rs, read from the files (errors name the file).
 pub fn redis_certificates(tls: &RedisTls) -> anyhow::Result<redis::TlsCertificates> {
     // redis-rs builds its rustls configuration with the process default provider.

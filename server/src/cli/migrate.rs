@@ -52,11 +52,7 @@ const DEADLINE: Duration = Duration::from_secs(10);
 async fn connect(url: &str, tls: &crate::tls::TlsTable) -> anyhow::Result<RedisStore> {
     let shown = redact(url);
     let (_, redis_tls) = tls.split()?;
-    let certs = if url.starts_with("rediss") || redis_tls != Default::default() {
-        Some(crate::tls::redis_certificates(&redis_tls)?)
-    } else {
-        None
-    };
+    let certs = crate::tls::redis_certificates_for(url, &redis_tls)?;
     let store = RedisStore::new_tls(url, ConnectionMode::Multiplexed, 1, certs)
         .with_context(|| format!("cannot use --redis {shown}"))?;
     tokio::time::timeout(DEADLINE, store.reconnect())

@@ -380,11 +380,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     match config.redis_url.clone() {
         Some(url) => {
             let shown = crate::store::redis::redact(&url);
-            let certs = if url.starts_with("rediss") || redis_tls != Default::default() {
-                Some(crate::tls::redis_certificates(&redis_tls)?)
-            } else {
-                None
-            };
+            let certs = crate::tls::redis_certificates_for(&url, &redis_tls)?;
             let store =
                 RedisStore::new_tls(&url, config.redis_connection, config.redis_pool_size, certs)
                     .with_context(|| format!("cannot use --redis {shown}"))?;

@@ -62,7 +62,8 @@ impl<C: Send + 'static> Exclusive<C> {
     }
 
     /// Connections open and not held now.
-    pub fn idle(&self) -> usize {
+    #[cfg(test)]
+    fn idle(&self) -> usize {
         self.idle.lock().len()
     }
 }

@@ -1,6 +1,11 @@
-//! The Redis store: every decision is one `EVALSHA` of an atomic Lua script, so a fleet of
-//! servers sharing one Redis decides as one.
+//! The Redis store: every decision is an `EVALSHA` of an atomic Lua script, so a fleet of
+//! servers sharing one Redis decides as one. On a Redis Cluster an Acquire whose keys span
+//! several slots is reserved slot by slot and refunded on denial (`split`).
 //!
+//! - [`connection`]: where Redis is (one server, a Cluster, Sentinel; TLS) and the
+//!   connection slot, replaced whole on reconnect.
+//! - `exclusive`: connections one call holds alone, for commands that block (`WAIT`).
+//! - `split`: hash slots and the cross-slot Acquire.
 //! - [`scripts`]: the assembled scripts.
 //! - `reply`: parsing the scripts' replies.
 //! - `dlq`: dead-letter queues (scripts, reads, redrive steps).
@@ -10,8 +15,9 @@
 //!
 //! Connections: by default one multiplexed connection (redis-rs `ConnectionManager`, which
 //! pipelines concurrent commands on one socket and reconnects by itself); optionally a
-//! deadpool pool of exclusive connections. The README (Performance) records the
-//! measurements behind the default.
+//! deadpool pool; on a Cluster the redis-rs Cluster driver. Beside each, up to 8 exclusive
+//! connections for blocking commands. The README (Performance) records the measurements
+//! behind the default.
 use floodgate_core::{
     Algorithm, Micros,
     breaker::{BreakerConfig, State},
@@ -113,12 +119,8 @@ pub fn redact(url: &str) -> String {
 
 impl RedisStore {
     /// A store for `url` (any form of [`Target::parse`]) that is not connected yet; calls
-    /// fail with [`StoreError::Unavailable`] until [`Store::reconnect`] succeeds.
-    pub fn new(url: &str, mode: ConnectionMode, pool_size: usize) -> Result<Self, StoreError> {
-        Self::new_tls(url, mode, pool_size, None)
-    }
-
-    /// [`new`](Self::new) with TLS files for a `rediss` URL (see [`Self::connect_tls`]).
+    /// fail with [`StoreError::Unavailable`] until [`Store::reconnect`] succeeds. `tls`:
+    /// the files for a `rediss` URL (see [`Self::connect_tls`]).
     pub fn new_tls(
         url: &str,
         mode: ConnectionMode,
