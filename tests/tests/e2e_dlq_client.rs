@@ -518,8 +518,29 @@ async fn waiting_for_a_replica_holds_up_no_acquire() {
             })
         })
         .collect();
-    // Let the WAITs pile up first.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Wait until WAITs are running (Redis counts their connections as blocked).
+    let mut watcher = redis.async_connection().await;
+    let started = Instant::now();
+    loop {
+        let info: String = redis::cmd("INFO")
+            .arg("clients")
+            .query_async(&mut watcher)
+            .await
+            .unwrap();
+        let blocked = info
+            .lines()
+            .find_map(|l| l.strip_prefix("blocked_clients:"))
+            .and_then(|n| n.trim().parse::<u32>().ok())
+            .unwrap_or(0);
+        if blocked > 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no WAIT ever blocked: {info}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let mut degraded = 0;
     for i in 0..100 {
         let d = client

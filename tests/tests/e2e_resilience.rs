@@ -389,7 +389,20 @@ async fn exact_fleet_bulkhead_holds_across_two_servers_and_leases_come_back() {
         })
         .await
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Both calls hold their leases (two of the three places are taken) before one is
+    // cancelled and the other panics.
+    while c
+        .status(&ns, "dep", limit.clone(), 2)
+        .await
+        .unwrap()
+        .allowed
+    {
+        assert!(
+            spawned.elapsed() < Duration::from_millis(500),
+            "the two calls never took their leases"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     hung.abort();
     let _ = hung.await;
     assert!(boom.await.unwrap_err().is_panic());
